@@ -1,0 +1,341 @@
+"""COVID-CT data: locate, decode, preprocess (128x128, [-1, 1]), cache, split by patient, download."""
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import sys
+import urllib.parse
+import urllib.request
+import warnings
+import zipfile
+
+import cv2
+import numpy as np
+
+from covgan_utils import paths
+
+IMAGE_SIZE = 128
+CLASSES = ("CT_COVID", "CT_NonCOVID")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+METADATA = {  # class -> (csv file, file-name column, patient-id column)
+    "CT_COVID": ("COVID-CT-MetaInfo.csv", "File name", "Patient ID"),
+    "CT_NonCOVID": ("NonCOVID-CT-MetaInfo.csv", "image name", "patient id"),
+}
+UPSTREAM_BASE = "https://github.com/UCSD-AI4H/COVID-CT/raw/master/Images-processed/"
+UPSTREAM_FILES = ("CT_COVID.zip", "CT_NonCOVID.zip")
+CACHE_VERSION = 1
+HOW_TO_GET = (
+    "get the COVID-CT scans with `python -m covgan_utils data download`, "
+    "or point --data / $COVGAN_DATA at a folder holding CT_COVID/ and CT_NonCOVID/ (or their release zips)"
+)
+
+
+class DataError(ValueError):
+    """Raised when the dataset cannot be found or holds no usable image."""
+
+
+class SkippedFilesWarning(UserWarning):
+    """Warned once per load, naming the files that could not be decoded."""
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Images [N, 128, 128, 1] in [-1, 1] with one metadata row per image."""
+
+    images: np.ndarray
+    files: np.ndarray  # [N] file name as on disk
+    classes: np.ndarray  # [N] "CT_COVID" | "CT_NonCOVID"
+    patients: np.ndarray  # [N] patient id, prefixed by class
+    flipped: np.ndarray  # [N] bool, True for the lateral-flip copy
+
+    def __len__(self):
+        return len(self.images)
+
+    def subset(self, index):
+        """Rows `index` (indices or boolean mask) as a new Dataset."""
+        return Dataset(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
+
+
+# ---------------------------------------------------------------- locating
+
+def _has_data(folder):
+    folder = pathlib.Path(folder)
+    return any((folder / c).is_dir() or (folder / f"{c}.zip").is_file() for c in CLASSES)
+
+
+def find_data_dir(path=None):
+    """First data folder of: `path`, $COVGAN_DATA, data/raw/, ../shared/data/covid-ct."""
+    if path is not None:
+        path = pathlib.Path(path).expanduser()
+        if not path.exists():
+            raise DataError(f"data folder {path} does not exist; {HOW_TO_GET}")
+        if not _has_data(path):
+            raise DataError(f"data folder {path} holds no CT_COVID/ or CT_NonCOVID/ (nor their zips); {HOW_TO_GET}")
+        return path
+    candidates = []
+    if os.environ.get("COVGAN_DATA"):
+        candidates.append(pathlib.Path(os.environ["COVGAN_DATA"]).expanduser())
+    candidates += [paths.RAW_DIR, paths.SHARED_DATA_DIR, pathlib.Path.cwd().parent / "shared" / "data" / "covid-ct"]
+    for folder in candidates:
+        if folder.is_dir() and _has_data(folder):
+            return folder
+    tried = ", ".join(str(c) for c in candidates)
+    raise DataError(f"no COVID-CT data found (looked in {tried}); {HOW_TO_GET}")
+
+
+def _list_sources(data_dir, cls):
+    """[(name, reader)] for the images of one class, from its folder or its zip."""
+    folder, archive = data_dir / cls, data_dir / f"{cls}.zip"
+    if folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        return [(p.name, p.read_bytes, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    if archive.is_file():
+        zf = zipfile.ZipFile(archive)
+        infos = sorted((i for i in zf.infolist() if not i.is_dir() and "__MACOSX" not in i.filename), key=lambda i: i.filename)
+        infos = [i for i in infos if not pathlib.PurePosixPath(i.filename).name.startswith(".")]
+        return [(pathlib.PurePosixPath(i.filename).name, (lambda i=i: zf.read(i)), i.file_size, i.CRC) for i in infos]
+    raise DataError(f"no {cls}/ folder or {cls}.zip in {data_dir}; {HOW_TO_GET}")
+
+
+# ---------------------------------------------------------------- decoding
+
+def decode_image(data, size=IMAGE_SIZE):
+    """Bytes of a PNG/JPEG (gray, RGB, RGBA, 8/16-bit) -> float32 [size, size] in [-1, 1], or None."""
+    if not data:
+        return None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        return None
+    return preprocess(image, size)
+
+
+def preprocess(image, size=IMAGE_SIZE):
+    """Array as OpenCV decodes it -> grayscale, area-resized, float32 [size, size] in [-1, 1]."""
+    if image.dtype == np.uint8:
+        scale = 255.0
+    elif image.dtype == np.uint16:
+        scale = 65535.0
+    else:
+        raise DataError(f"unsupported pixel type {image.dtype}")
+    image = image.astype(np.float32) / scale  # [H, W(, C)] in [0, 1]
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+    elif image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif image.ndim == 3:
+        image = image[:, :, 0]
+    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)  # [size, size]
+    return np.clip(image * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
+
+
+def to_uint8(images):
+    """[..., H, W(, 1)] in [-1, 1] -> uint8 in [0, 255]."""
+    return np.clip(np.rint((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- metadata
+
+def read_patient_ids(data_dir, cls):
+    """{file name as in this copy: patient id} from the class's metadata CSV ('%' read as '_')."""
+    name, file_col, patient_col = METADATA[cls]
+    table = pathlib.Path(data_dir) / name
+    if not table.is_file():
+        return {}
+    with open(table, encoding="latin-1", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {r[file_col].strip().replace("%", "_"): r[patient_col].strip() for r in rows if r.get(file_col) and r.get(patient_col)}
+
+
+def _fallback_patient(file_name):
+    """Patient key for a file with no metadata: the stem up to its slice index ('x_3.png' -> 'x')."""
+    stem = pathlib.PurePath(file_name).stem.replace("%", "_")
+    return stem.rsplit("_", 1)[0] if "_" in stem else stem
+
+
+# ---------------------------------------------------------------- loading
+
+def _cache_key(data_dir, classes, flip, size, listing):
+    blob = json.dumps([CACHE_VERSION, str(pathlib.Path(data_dir).resolve()), list(classes), flip, size, listing])
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _decode_class(data_dir, cls, size):
+    sources = _list_sources(data_dir, cls)
+    patient_of = read_patient_ids(data_dir, cls)
+    images, files, skipped = [], [], []
+    for name, read, _, _ in sources:
+        image = decode_image(read(), size) if pathlib.PurePath(name).suffix.lower() in IMAGE_EXTENSIONS else None
+        if image is None:
+            skipped.append(name)
+            continue
+        images.append(image)
+        files.append(name)
+    patients = [f"{cls}/{patient_of.get(f) or _fallback_patient(f)}" for f in files]
+    return images, files, patients, skipped
+
+
+def load_dataset(path=None, classes=("CT_COVID",), flip=True, size=IMAGE_SIZE, cache=True):
+    """Load and preprocess the scans of `classes`; returns a Dataset (images + file/class/patient)."""
+    classes = tuple([classes] if isinstance(classes, str) else classes)
+    unknown = [c for c in classes if c not in CLASSES]
+    if unknown:
+        raise ValueError(f"unknown class {unknown}; choose from {CLASSES}")
+    data_dir = find_data_dir(path)
+    listing = {c: [s[0:1] + s[2:] for s in _list_sources(data_dir, c)] for c in classes}
+    cache_file = paths.PROCESSED_DIR / f"covid-ct-{_cache_key(data_dir, classes, flip, size, listing)}.npz"
+    if cache and cache_file.is_file():
+        with np.load(cache_file, allow_pickle=False) as z:
+            return Dataset(z["images"], z["files"], z["classes"], z["patients"], z["flipped"])
+    images, files, labels, patients, skipped = [], [], [], [], []
+    for cls in classes:
+        i, f, p, s = _decode_class(data_dir, cls, size)
+        images += i
+        files += f
+        patients += p
+        labels += [cls] * len(f)
+        skipped += [f"{cls}/{name}" for name in s]
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}", SkippedFilesWarning, stacklevel=2)
+    if not images:
+        raise DataError(f"no readable image of {', '.join(classes)} in {data_dir}; {HOW_TO_GET}")
+    images = np.stack(images)[..., None]  # [N, size, size, 1]
+    ds = Dataset(images, np.array(files), np.array(labels), np.array(patients), np.zeros(len(files), bool))
+    if flip:
+        ds = _with_flips(ds)
+    if cache:
+        _save_cache(cache_file, ds)
+    return ds
+
+
+def _with_flips(ds):
+    mirrored = ds.images[:, :, ::-1, :]  # [N, H, W, 1] left-right flip
+    return Dataset(
+        np.concatenate([ds.images, mirrored]),
+        np.concatenate([ds.files, ds.files]),
+        np.concatenate([ds.classes, ds.classes]),
+        np.concatenate([ds.patients, ds.patients]),
+        np.concatenate([ds.flipped, ~ds.flipped]),
+    )
+
+
+def _save_cache(cache_file, ds):
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp.npz")
+        np.savez(tmp, **{f.name: getattr(ds, f.name) for f in dataclasses.fields(ds)})
+        os.replace(tmp, cache_file)
+    except OSError as err:  # a read-only checkout still works, just without the cache
+        warnings.warn(f"could not write cache {cache_file}: {err}", stacklevel=3)
+
+
+def load_images(path=None, classes=("CT_COVID",), flip=True):
+    """Scans of `classes` as float32 [N, 128, 128, 1] in [-1, 1] (doubled by a lateral flip)."""
+    return load_dataset(path, classes=classes, flip=flip).images
+
+
+def split_by_patient(patients, val_fraction=0.2, seed=0):
+    """Seeded patient-level split -> (train_index, val_index); no patient is on both sides."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    patients = np.asarray(patients)
+    unique = np.unique(patients)
+    order = np.random.RandomState(seed).permutation(len(unique))
+    n_val = max(1, int(round(len(unique) * val_fraction)))
+    val_patients = set(unique[order[:n_val]])
+    is_val = np.array([p in val_patients for p in patients])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def load_split(path=None, classes=("CT_COVID",), flip=True, val_fraction=0.2, seed=0):
+    """(train, val) Datasets split at patient level."""
+    ds = load_dataset(path, classes=classes, flip=flip)
+    train_idx, val_idx = split_by_patient(ds.patients, val_fraction, seed)
+    return ds.subset(train_idx), ds.subset(val_idx)
+
+
+def load_folder(folder, size=IMAGE_SIZE):
+    """Every image file in `folder` (any size/format), processed like the training data -> [N, size, size, 1]."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} does not exist")
+    images, skipped = [], []
+    for p in sorted(q for q in folder.iterdir() if q.is_file()):
+        image = decode_image(p.read_bytes(), size) if p.suffix.lower() in IMAGE_EXTENSIONS else None
+        (images.append(image) if image is not None else skipped.append(p.name))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {folder}: {', '.join(skipped)}", SkippedFilesWarning, stacklevel=2)
+    if not images:
+        raise DataError(f"no readable image in {folder}")
+    return np.stack(images)[..., None]  # [N, size, size, 1]
+
+
+# ---------------------------------------------------------------- download
+
+def sha256_of(file):
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(dest=None, base_url=UPSTREAM_BASE, files=UPSTREAM_FILES, sha256=None, progress=True):
+    """Fetch the release zips into `dest` (default data/raw/) with a progress bar and SHA-256 check.
+
+    `sha256` maps file name -> expected hex digest. Files without an expected digest are checked
+    against `<dest>/SHA256SUMS` from an earlier download when present, and recorded there otherwise.
+    """
+    dest = pathlib.Path(dest or paths.RAW_DIR)
+    dest.mkdir(parents=True, exist_ok=True)
+    sums_file = dest / "SHA256SUMS"
+    recorded = _read_sums(sums_file)
+    expected = {**recorded, **(sha256 or {})}
+    for name in files:
+        url = urllib.parse.urljoin(base_url, name)
+        _check_url(url)
+        target = dest / name
+        tmp = target.with_suffix(target.suffix + ".part")
+        _fetch(url, tmp, progress)
+        digest = sha256_of(tmp)
+        if name in expected and expected[name] != digest:
+            tmp.unlink()
+            raise DataError(f"SHA-256 mismatch for {url}: expected {expected[name]}, got {digest}; file discarded")
+        os.replace(tmp, target)
+        recorded[name] = digest
+    sums_file.write_text("".join(f"{d}  {n}\n" for n, d in sorted(recorded.items())))
+    return [dest / n for n in files]
+
+
+def _check_url(url):
+    parts = urllib.parse.urlparse(url)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise DataError(f"refusing to download over {parts.scheme or 'no scheme'}: {url} (HTTPS only)")
+
+
+def _fetch(url, target, progress):
+    import tqdm
+
+    with urllib.request.urlopen(url, timeout=60) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with open(target, "wb") as fh, tqdm.tqdm(total=total, unit="B", unit_scale=True, desc=pathlib.Path(target).stem, disable=not progress, file=sys.stderr) as bar:
+            for block in iter(lambda: response.read(1 << 16), b""):
+                fh.write(block)
+                bar.update(len(block))
+
+
+def _read_sums(file):
+    if not file.is_file():
+        return {}
+    pairs = (line.split() for line in file.read_text().splitlines() if line.strip())
+    return {name: digest for digest, name in pairs}
+
+
+def describe(ds):
+    """Short text summary of a Dataset."""
+    n_pat = len(np.unique(ds.patients))
+    by_class = {c: int((ds.classes == c).sum()) for c in np.unique(ds.classes)}
+    return f"{len(ds)} images ({by_class}), {n_pat} patients, range [{ds.images.min():.2f}, {ds.images.max():.2f}]"
+
