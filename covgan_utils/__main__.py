@@ -1,0 +1,5 @@
+import sys
+
+from covgan_utils import cli
+
+sys.exit(cli.main())
