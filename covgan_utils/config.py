@@ -1,0 +1,104 @@
+"""Training configuration: one dataclass, named presets, JSON round trip."""
+import dataclasses
+import json
+import os
+import pathlib
+
+
+@dataclasses.dataclass
+class Config:
+    """Everything that defines a training run; written to `config.json` in its run folder."""
+
+    preset: str = "custom"
+    # model
+    arch: str = "lean"  # "paper" | "lean"
+    latent_dim: int = 100
+    g_base_width: int = 256  # lean: channels of the 4x4 map
+    g_widths: tuple = (128, 64, 32, 16, 8)  # lean: channels after each doubling, 8 -> 128
+    d_widths: tuple = (16, 32, 64, 128, 256)  # lean: channels after each halving, 64 -> 4
+    upsample: str = "transpose"  # "transpose" (paper) | "resize" (nearest + conv, no checkerboard)
+    d_dropout: float = 0.3
+    spectral_norm: bool = False
+    # optimisation
+    epochs: int = 100
+    batch_size: int = 50
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    g_steps: int = 1  # generator steps per discriminator step: 1 (1:1) or 2 (2:1) in the paper
+    loss: str = "bce"  # "bce" (paper) | "non-saturating" | "hinge" | "wgan-gp"
+    gp_weight: float = 10.0  # wgan-gp
+    r1_gamma: float = 0.0  # R1 penalty weight on real images (0 = off)
+    label_smoothing: float = 0.0  # one-sided: real targets 1 - s (bce / non-saturating)
+    ema_decay: float = 0.0  # generator EMA for sampling (0 = off)
+    augment: str = ""  # DiffAugment policy, comma list of translation, cutout, brightness, contrast
+    augment_p: float = 1.0  # fixed augmentation probability (ada_target = 0)
+    ada_target: float = 0.0  # adaptive p from r_t = E[sign(D(real))] (0 = off)
+    ada_kimg: float = 20.0  # images for p to move by 1
+    # guard against divergence (see covgan_utils.guard)
+    guard: bool = False
+    # data
+    classes: tuple = ("CT_COVID",)
+    flip: bool = True
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    max_images: int = 0  # 0 = all train-split images
+    # bookkeeping
+    seed: int = 0
+    sample_every: int = 10
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 2
+    metrics_every: int = 0  # 0 = no metric callback
+    grid_seeds: int = 36
+
+    def replace(self, **changes):
+        """Copy with some fields changed (unknown names raise ValueError)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config field(s) {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    def save(self, run_dir):
+        (pathlib.Path(run_dir) / "config.json").write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, run_dir):
+        """Config from `<run_dir>/config.json`."""
+        file = pathlib.Path(run_dir) / "config.json"
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} not found: is {run_dir} a run folder?")
+        raw = json.loads(file.read_text())
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in known}
+        return cls(**values)
+
+
+PRESETS = {
+    # The paper's recipe: its exact DCGAN (287.6M-parameter generator), BCE, Adam 2e-4, batch 50, 1:1, 5000 epochs.
+    "paper": Config(preset="paper", arch="paper", epochs=5000, batch_size=50, loss="bce", sample_every=50, checkpoint_every=50),
+    # CPU: recognisable lungs in well under an hour on 2 cores.
+    "quick": Config(preset="quick", epochs=60, sample_every=5, checkpoint_every=5, metrics_every=10),
+    # Seconds: exercises the real code path in tests and CI.
+    "smoke": Config(
+        preset="smoke", g_base_width=16, g_widths=(8, 8, 4, 4, 4), d_widths=(4, 4, 8, 8, 8), epochs=2, batch_size=10,
+        max_images=40, sample_every=1, checkpoint_every=1, grid_seeds=16,
+    ),
+}
+
+
+def get_preset(name, **overrides):
+    """Named preset, optionally with some fields changed."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name].replace(**overrides)
+
+
+def default_preset():
+    """`smoke` when $COVGAN_SMOKE=1 (CI), else $COVGAN_PRESET, else `quick`."""
+    if os.environ.get("COVGAN_SMOKE") == "1":
+        return "smoke"
+    return os.environ.get("COVGAN_PRESET", "quick")

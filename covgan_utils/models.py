@@ -1,0 +1,84 @@
+"""Generator and discriminator builders (Keras 3 functional API).
+
+`paper`: the paper's public DCGAN (generator ends in a Flatten -> Dense(16384) "fully dense" layer,
+~287.6M parameters). `lean`: the same doubling/halving design with a per-pixel 1x1 output layer and
+configurable widths, small enough to train on a CPU.
+"""
+import keras
+
+IMAGE_SHAPE = (128, 128, 1)
+PAPER_G_WIDTHS = (512, 256, 128, 64, 1)  # Conv2DTranspose filters, 4 -> 128
+PAPER_D_WIDTHS = (64, 128, 256, 512, 1024)  # Conv2D filters, 128 -> 4
+
+
+def _leaky(x, slope, name):
+    return keras.layers.LeakyReLU(negative_slope=slope, name=name)(x)
+
+
+def build_generator(arch="lean", latent_dim=100, widths=None, base_width=1024, upsample="transpose", slope=0.2, name=None):
+    """Noise [N, latent_dim] -> image [N, 128, 128, 1] in [-1, 1]."""
+    if arch == "paper":
+        return _paper_generator(latent_dim, slope, name or "paper_generator")
+    if arch != "lean":
+        raise ValueError(f"unknown generator arch {arch!r}; choose 'paper' or 'lean'")
+    widths = tuple(widths or (256, 128, 64, 32, 16))
+    if len(widths) != 5:
+        raise ValueError(f"lean generator needs 5 widths (4 -> 128 in five doublings), got {widths}")
+    z = keras.Input((latent_dim,), name="z")  # [N, latent]
+    x = keras.layers.Dense(4 * 4 * base_width, use_bias=False, name="project")(z)
+    x = keras.layers.BatchNormalization(name="project_bn")(x)
+    x = _leaky(x, slope, "project_act")
+    x = keras.layers.Reshape((4, 4, base_width), name="to_map")(x)  # [N, 4, 4, base]
+    for i, width in enumerate(widths):
+        x = _up_block(x, width, upsample, slope, f"up{i}")  # [N, 8 * 2**i, 8 * 2**i, width]
+    x = keras.layers.Conv2D(1, 1, activation="tanh", dtype="float32", name="to_image")(x)  # [N, 128, 128, 1]
+    return keras.Model(z, x, name=name or "lean_generator")
+
+
+def _up_block(x, width, upsample, slope, name):
+    if upsample == "transpose":
+        x = keras.layers.Conv2DTranspose(width, 5, strides=2, padding="same", use_bias=False, name=f"{name}_deconv")(x)
+    elif upsample == "resize":  # nearest-neighbour resize + conv: no checkerboard pattern
+        x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(x)
+        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    else:
+        raise ValueError(f"unknown upsample {upsample!r}; choose 'transpose' or 'resize'")
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return _leaky(x, slope, f"{name}_act")
+
+
+def _paper_generator(latent_dim, slope, name):
+    z = keras.Input((latent_dim,), name="z")  # [N, 100]
+    x = keras.layers.Dense(4 * 4 * 1024, name="project")(z)
+    x = keras.layers.BatchNormalization(name="project_bn")(x)
+    x = _leaky(x, slope, "project_act")
+    x = keras.layers.Reshape((4, 4, 1024), name="to_map")(x)  # [N, 4, 4, 1024]
+    for i, width in enumerate(PAPER_G_WIDTHS):
+        x = keras.layers.Conv2DTranspose(width, 5, strides=2, padding="same", name=f"up{i}_deconv")(x)
+        if i < len(PAPER_G_WIDTHS) - 1:
+            x = keras.layers.BatchNormalization(name=f"up{i}_bn")(x)
+            x = _leaky(x, slope, f"up{i}_act")
+    x = keras.layers.Flatten(name="flatten")(x)  # [N, 16384]
+    x = keras.layers.Dense(128 * 128, activation="tanh", dtype="float32", name="dense_out")(x)  # [N, 16384]
+    x = keras.layers.Reshape(IMAGE_SHAPE, name="to_image")(x)  # [N, 128, 128, 1]
+    return keras.Model(z, x, name=name)
+
+
+def build_discriminator(arch="lean", widths=None, dropout=0.3, slope=0.2, spectral_norm=False, name=None):
+    """Image [N, 128, 128, 1] -> real/fake logit [N, 1]."""
+    if arch not in ("paper", "lean"):
+        raise ValueError(f"unknown discriminator arch {arch!r}; choose 'paper' or 'lean'")
+    widths = tuple(PAPER_D_WIDTHS if arch == "paper" else (widths or (16, 32, 64, 128, 256)))
+    if len(widths) != 5:
+        raise ValueError(f"discriminator needs 5 widths (128 -> 4 in five halvings), got {widths}")
+    wrap = keras.layers.SpectralNormalization if spectral_norm else (lambda layer, **kw: layer)
+    image = keras.Input(IMAGE_SHAPE, name="image")  # [N, 128, 128, 1]
+    x = image
+    for i, width in enumerate(widths):
+        x = wrap(keras.layers.Conv2D(width, 5, strides=2, padding="same", name=f"down{i}_conv"), name=f"down{i}_sn")(x)
+        x = _leaky(x, slope, f"down{i}_act")  # [N, 64 / 2**i, 64 / 2**i, width]
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"down{i}_drop")(x)
+    x = keras.layers.Flatten(name="flatten")(x)  # [N, 4 * 4 * widths[-1]]
+    x = wrap(keras.layers.Dense(1, dtype="float32", name="logit"), name="logit_sn")(x)  # [N, 1]
+    return keras.Model(image, x, name=name or f"{arch}_discriminator")

@@ -1,0 +1,40 @@
+"""The released pretrained generator in models/release/: float16 weights (.npz) + config.json."""
+import json
+import pathlib
+
+import numpy as np
+
+from covgan_utils import paths
+
+WEIGHTS = "generator.npz"
+
+
+def load_release(release_dir=None):
+    """Generator of the released model (EMA weights, stored as float16 arrays; loading runs no code)."""
+    from covgan_utils import config as config_lib
+    from covgan_utils import train as train_lib
+
+    release_dir = pathlib.Path(release_dir or paths.RELEASE_DIR)
+    file = release_dir / WEIGHTS
+    if not file.is_file():
+        raise FileNotFoundError(f"no released model at {file}; pass --run RUN_DIR (a folder under models/) or train one")
+    config = config_lib.Config.load(release_dir)
+    generator = train_lib.build_generator(config)
+    with np.load(file, allow_pickle=False) as z:
+        train_lib.assign_group(generator.variables, z, "g", file)
+    return generator
+
+
+def export_release(run_dir, release_dir=None, checkpoint="latest"):
+    """Copy a run's generator (EMA when present) into `release_dir` as float16 arrays + config.json."""
+    from covgan_utils import config as config_lib
+    from covgan_utils import sample as sample_lib
+
+    release_dir = pathlib.Path(release_dir or paths.RELEASE_DIR)
+    release_dir.mkdir(parents=True, exist_ok=True)
+    generator = sample_lib.load_generator(run_dir, checkpoint)
+    arrays = {f"g/{i:04d}": np.asarray(v.numpy()).astype(np.float16) if v.dtype == "float32" else np.asarray(v.numpy()) for i, v in enumerate(generator.variables)}
+    np.savez_compressed(release_dir / WEIGHTS, **arrays)
+    config_lib.Config.load(run_dir).save(release_dir)
+    (release_dir / "source.json").write_text(json.dumps({"run": pathlib.Path(run_dir).name, "checkpoint": str(checkpoint)}) + "\n")
+    return release_dir / WEIGHTS

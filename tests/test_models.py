@@ -1,0 +1,36 @@
+import pytest
+
+from covgan_utils import models
+
+
+def test_paper_generator_matches_the_papers_code():
+    g = models.build_generator("paper")
+    assert g.output_shape == (None, 128, 128, 1)
+    assert g.count_params() == pytest.approx(287.6e6, rel=1e-3)
+    dense = g.get_layer("dense_out")
+    assert dense.kernel.shape == (16384, 16384)  # the "fully dense final layer": ~268M weights
+    assert [g.get_layer(f"up{i}_deconv").filters for i in range(5)] == [512, 256, 128, 64, 1]
+
+
+def test_paper_discriminator_halves_to_4x4():
+    d = models.build_discriminator("paper")
+    assert d.output_shape == (None, 1)
+    assert d.get_layer("down4_conv").output.shape[1:3] == (4, 4)
+    assert all(d.get_layer(f"down{i}_drop").rate == 0.3 for i in range(5))
+    assert d.count_params() == 17_427_969
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_lean_models_are_small_and_shaped(upsample):
+    g = models.build_generator("lean", widths=(64, 32, 16, 8, 8), base_width=128, upsample=upsample)
+    d = models.build_discriminator("lean", widths=(8, 16, 32, 64, 128), spectral_norm=True)
+    assert g.output_shape == (None, 128, 128, 1) and d.output_shape == (None, 1)
+    assert g.count_params() < 2_000_000 and d.count_params() < 500_000
+    assert g.layers[-1].kernel_size == (1, 1)  # per-pixel output layer
+
+
+def test_bad_arguments_name_the_choices():
+    with pytest.raises(ValueError, match="paper' or 'lean"):
+        models.build_generator("huge")
+    with pytest.raises(ValueError, match="5 widths"):
+        models.build_generator("lean", widths=(8, 8))

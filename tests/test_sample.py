@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from covgan_utils import cli, config, sample, train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    rng = np.random.RandomState(0)
+    images = np.tanh(rng.randn(20, 128, 128, 1)).astype(np.float32)
+    return train.train(config.get_preset("smoke", epochs=1), tmp_path_factory.mktemp("r") / "run", images=images, verbose=False)
+
+
+def test_noise_is_addressed_by_seed():
+    z = sample.noise_for_seeds([3, 7])
+    np.testing.assert_array_equal(z[1], np.random.RandomState(7).randn(100).astype(np.float32))
+
+
+def test_sample_cli_writes_seed_named_8bit_pngs(run, tmp_path):
+    assert cli.main(["sample", "--run", str(run), "--n", "3", "--out", str(tmp_path / "s"), "--seed", "5"]) == 0
+    files = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert files == ["seed5.png", "seed6.png", "seed7.png"]
+    image = Image.open(tmp_path / "s" / "seed6.png")
+    assert image.mode == "L" and image.size == (128, 128)
+    expected = sample.generate(sample.load_generator(run), [6])[0]
+    np.testing.assert_allclose(np.asarray(image) / 127.5 - 1, expected[..., 0], atol=1 / 127.5 + 1e-6)
+
+
+@pytest.mark.parametrize("mode", ["linear", "slerp"])
+def test_interpolation_endpoints_are_the_seed_samples(run, mode):
+    g = sample.load_generator(run)
+    frames = sample.interpolate(g, 11, 12, steps=5, mode=mode)
+    ends = sample.generate(g, [11, 12])
+    assert frames.shape == (5, 128, 128, 1)
+    np.testing.assert_allclose(frames[0], ends[0], atol=1e-5)
+    np.testing.assert_allclose(frames[-1], ends[1], atol=1e-5)
+
+
+def test_slerp_keeps_the_norm_on_the_sphere():
+    a, b = sample.noise_for_seeds([1, 2])
+    path = sample.slerp(a, b, 9)
+    norms = np.linalg.norm(path, axis=1)
+    assert norms.min() > 0.9 * min(np.linalg.norm(a), np.linalg.norm(b))
+    assert np.linalg.norm(sample.lerp(a, b, 9)[4]) < norms[4]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".gif"])
+def test_interpolate_cli_writes_strip_or_gif(run, tmp_path, suffix):
+    out = tmp_path / f"strip{suffix}"
+    assert cli.main(["interpolate", "--run", str(run), "--seed-a", "1", "--seed-b", "2", "--steps", "4", "--out", str(out)]) == 0
+    image = Image.open(out)
+    if suffix == ".gif":
+        assert image.n_frames == 6  # forth and back
+    else:
+        assert image.size == (4 * 130 - 2, 128)
+
+
+def test_cli_errors_are_one_line(run, tmp_path, capsys):
+    assert cli.main(["sample", "--run", str(tmp_path / "missing"), "--n", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "does not exist" in err and "\n" not in err
+    assert cli.main(["interpolate", "--run", str(run), "--seed-a", "1", "--seed-b", "2", "--out", str(tmp_path / "x.jpg")]) == 2
+    assert cli.main(["train", "--preset", "nope"]) == 2
+    assert cli.main(["data", "locate", "--data", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_argument_types():
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["sample", "--n", "many", "--out", "x"])
+    assert exc.value.code == 2

@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pytest
+
+from covgan_utils import config, plots, sample, train
+
+
+def _strip(path):
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in open(path)]
+
+
+def test_smoke_run_writes_the_run_folder(tmp_path, blob_images):
+    run = train.train(config.get_preset("smoke"), tmp_path / "run", images=blob_images, verbose=False)
+    names = {p.name for p in run.iterdir()}
+    assert {"config.json", "stats.jsonl", "samples-000001.png", "samples-000002.png", "checkpoint-000002.npz"} <= names
+    rows = _strip(run / "stats.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"g_loss", "d_loss", "d_acc_real", "d_acc_fake"} <= set(rows[0])
+    assert config.Config.load(run) == config.get_preset("smoke")
+    written = plots.plot_run(run, real=blob_images)
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in written)
+
+
+@pytest.mark.parametrize("extra", [{}, {"augment": "translation,cutout,brightness,contrast", "ada_target": 0.6, "ema_decay": 0.9, "r1_gamma": 1.0, "loss": "non-saturating", "g_steps": 2}])
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, blob_images, extra):
+    cfg = config.get_preset("smoke", epochs=4, **extra)
+    whole = train.train(cfg, tmp_path / "whole", images=blob_images, verbose=False)
+    part = train.train(cfg.replace(epochs=2), tmp_path / "part", images=blob_images, verbose=False)
+    assert train.latest_checkpoint(part).name == "checkpoint-000002.npz"
+    part = train.train(cfg, part, images=blob_images, resume=True, verbose=False)
+    a, b = np.load(whole / "checkpoint-000004.npz"), np.load(part / "checkpoint-000004.npz")
+    assert a.files == b.files
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert _strip(whole / "stats.jsonl") == _strip(part / "stats.jsonl")
+
+
+@pytest.mark.parametrize("loss", ["bce", "hinge", "wgan-gp"])
+def test_losses_train_and_stay_finite(tmp_path, blob_images, loss):
+    cfg = config.get_preset("smoke", loss=loss, epochs=1, spectral_norm=loss == "hinge")
+    run = train.train(cfg, tmp_path / loss, images=blob_images, verbose=False)
+    row = _strip(run / "stats.jsonl")[-1]
+    assert np.isfinite(row["g_loss"]) and np.isfinite(row["d_loss"])
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path, blob_images):
+    run = train.train(config.get_preset("smoke", epochs=1), tmp_path / "run", images=blob_images, verbose=False)
+    with pytest.raises(ValueError, match="--resume"):
+        train.train(config.get_preset("smoke"), run, images=blob_images, verbose=False)
+
+
+def test_run_folders_are_numbered(tmp_path):
+    assert train.new_run_dir("quick", tmp_path).name == "00000-quick"
+    assert train.new_run_dir("paper", tmp_path).name == "00001-paper"
+    assert train.latest_run("quick", tmp_path).name == "00000-quick"
+
+
+def test_unknown_preset_and_field():
+    with pytest.raises(ValueError, match="choose from"):
+        config.get_preset("nope")
+    with pytest.raises(ValueError, match="unknown config"):
+        config.get_preset("smoke", colour=True)
