@@ -38,6 +38,11 @@ class Config:
     ada_kimg: float = 20.0  # images for p to move by 1
     # guard against divergence (see covgan_utils.guard)
     guard: bool = False
+    guard_warmup: int = 10  # epochs before the blank / pinned / collapse checks start (non-finite: always)
+    guard_patience: int = 3  # consecutive bad epochs before "pinned" or "collapse" trips
+    guard_collapse_margin: float = 0.05  # collapse: generated MS-SSIM above the real data's by this much
+    guard_lr_factor: float = 0.5  # learning rates are multiplied by this on every trip
+    guard_max_trips: int = 5  # the run stops after this many trips
     # data
     classes: tuple = ("CT_COVID",)
     flip: bool = True
@@ -80,8 +85,19 @@ class Config:
 PRESETS = {
     # The paper's recipe: its exact DCGAN (287.6M-parameter generator), BCE, Adam 2e-4, batch 50, 1:1, 5000 epochs.
     "paper": Config(preset="paper", arch="paper", epochs=5000, batch_size=50, loss="bce", sample_every=50, checkpoint_every=50),
-    # CPU: recognisable lungs in well under an hour on 2 cores.
-    "quick": Config(preset="quick", epochs=60, sample_every=5, checkpoint_every=5, metrics_every=10),
+    # Recommended recipe: resize-conv generator (no checkerboard), non-saturating loss + R1, DiffAugment
+    # (translation, cutout) with adaptive probability, generator EMA, divergence guard.
+    "best": Config(
+        preset="best", upsample="resize", d_widths=(32, 64, 128, 256, 256), d_dropout=0.0, batch_size=32,
+        loss="non-saturating", r1_gamma=0.2, augment="translation,cutout", ada_target=0.6, ema_decay=0.99,
+        epochs=400, sample_every=10, checkpoint_every=10, metrics_every=10, guard=True,
+    ),
+    # CPU: the best recipe on a budget: recognisable lungs in well under an hour on 2 cores.
+    "quick": Config(
+        preset="quick", upsample="resize", d_widths=(32, 64, 128, 256, 256), d_dropout=0.0, batch_size=32,
+        loss="non-saturating", r1_gamma=0.2, augment="translation,cutout", ada_target=0.6, ema_decay=0.99,
+        epochs=80, sample_every=5, checkpoint_every=5, metrics_every=10,
+    ),
     # Seconds: exercises the real code path in tests and CI.
     "smoke": Config(
         preset="smoke", g_base_width=16, g_widths=(8, 8, 4, 4, 4), d_widths=(4, 4, 8, 8, 8), epochs=2, batch_size=10,

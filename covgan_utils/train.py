@@ -398,7 +398,7 @@ def _callbacks(config, run_dir, gan, images, val_images, steps, initial_epoch, v
     if config.guard:
         from covgan_utils import guard
 
-        out.append(guard.DivergenceGuard(run_dir, config))
+        out.append(guard.DivergenceGuard(run_dir, config, images))
     if config.metrics_every:
         try:
             from covgan_utils import metrics

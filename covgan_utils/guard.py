@@ -1,0 +1,88 @@
+"""Divergence guard: detect non-finite losses, blank samples, a pinned discriminator and mode collapse;
+roll back to the last good checkpoint, lower the learning rates, continue, and record every trip."""
+import json
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from covgan_utils import train as train_lib
+
+BLANK_STD = 0.02  # an image whose pixel std (on [-1, 1]) is below this is "blank"
+
+
+def mean_ms_ssim(images, pairs=32, seed=0):
+    """Mean MS-SSIM over `pairs` random pairs of distinct images [N, 128, 128, 1] in [-1, 1]."""
+    rng = np.random.RandomState(seed)
+    a = rng.randint(0, len(images), pairs)
+    b = (a + rng.randint(1, len(images), pairs)) % len(images)  # never the same index
+    x, y = (tf.constant(images[i] + 1.0) for i in (a, b))  # [P, 128, 128, 1] in [0, 2]
+    score = tf.image.ssim_multiscale(x, y, max_val=2.0, filter_size=7, power_factors=(0.0448, 0.2856, 0.3001, 0.2363))
+    return float(tf.reduce_mean(score))
+
+
+def blank_fraction(images, threshold=BLANK_STD):
+    """Fraction of images whose pixel standard deviation is below `threshold`."""
+    return float(np.mean(images.reshape(len(images), -1).std(axis=1) < threshold))
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Checks every epoch; on a trip: log to guard.jsonl, restore the newest checkpoint, scale the LRs, continue."""
+
+    def __init__(self, run_dir, config, real_images, n_samples=16):
+        super().__init__()
+        self.run_dir, self.config = pathlib.Path(run_dir), config
+        self.seeds = list(range(10_000, 10_000 + n_samples))  # fixed guard batch, apart from the grid seeds
+        self.real_ms_ssim = mean_ms_ssim(real_images, pairs=64)
+        self.streak = {"discriminator pinned": 0, "collapse": 0}
+        self.trips = 0
+
+    def on_train_begin(self, logs=None):
+        if train_lib.latest_checkpoint(self.run_dir) is None:  # always something to roll back to
+            self.model.save_checkpoint(self.run_dir / "checkpoint-000000.npz", 0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        reason = self.check(epoch + 1, logs or {})
+        if reason:
+            self.trip(epoch + 1, reason)
+
+    def check(self, done, logs):
+        """Name of the failure seen after epoch `done`, or None."""
+        c = self.config
+        losses = [logs.get("g_loss", 0.0), logs.get("d_loss", 0.0)]
+        if not np.all(np.isfinite(losses)) or not all(np.isfinite(v.numpy()).all() for v in self.model.generator.trainable_variables):
+            return "non-finite loss or weights"
+        if done <= c.guard_warmup:
+            return None
+        images = self.model.sample(self.seeds)
+        if blank_fraction(images) > 0.5:
+            return "blank samples"
+        pinned = logs.get("d_acc_real", 0) >= 0.999 and logs.get("d_acc_fake", 0) >= 0.999
+        diverse = mean_ms_ssim(images, pairs=32)
+        collapsed = diverse > self.real_ms_ssim + c.guard_collapse_margin
+        for name, bad in (("discriminator pinned", pinned), ("collapse", collapsed)):
+            self.streak[name] = self.streak[name] + 1 if bad else 0
+            if self.streak[name] >= c.guard_patience:
+                return f"{name} (generated MS-SSIM {diverse:.3f}, real {self.real_ms_ssim:.3f})" if name == "collapse" else name
+        return None
+
+    def trip(self, done, reason):
+        c = self.config
+        self.trips += 1
+        checkpoint = train_lib.latest_checkpoint(self.run_dir)
+        restored = self.model.load_checkpoint(checkpoint)
+        for opt in (self.model.g_optimizer, self.model.d_optimizer):
+            opt.learning_rate.assign(opt.learning_rate * c.guard_lr_factor)
+        self.streak = {k: 0 for k in self.streak}
+        row = {
+            "epoch": done, "reason": reason, "rolled_back_to": restored, "checkpoint": checkpoint.name,
+            "lr_g": float(self.model.g_optimizer.learning_rate.numpy()), "lr_d": float(self.model.d_optimizer.learning_rate.numpy()),
+            "trip": self.trips,
+        }
+        with open(self.run_dir / "guard.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(f"guard: {reason} after epoch {done}; rolled back to epoch {restored}, lr x{c.guard_lr_factor}")
+        if self.trips >= c.guard_max_trips:
+            print(f"guard: {self.trips} trips, stopping the run")
+            self.model.stop_training = True

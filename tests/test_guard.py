@@ -1,0 +1,59 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from covgan_utils import config, guard, train
+
+
+class Inject(keras.callbacks.Callback):
+    """Breaks the model during one epoch (1-based `at`) with `action(gan)` after every batch."""
+
+    def __init__(self, at, action):
+        super().__init__()
+        self.at, self.action, self.epoch = at, action, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == self.at:
+            self.action(self.model)
+
+
+def _nan(gan):
+    w = gan.discriminator.get_layer("logit").kernel
+    w.assign(np.full(w.shape, np.nan, np.float32))
+
+
+def _collapse(gan):  # the noise is ignored: every seed gives the same textured image
+    w = gan.generator.get_layer("project").kernel
+    w.assign(np.zeros(w.shape, np.float32))
+    beta = gan.generator.get_layer("project_bn").beta
+    beta.assign(np.random.RandomState(0).randn(*beta.shape).astype(np.float32) * 3)
+
+
+@pytest.mark.parametrize("action, reason, warmup", [(_nan, "non-finite", 4), (_collapse, "collapse", 1)])
+def test_guard_trips_rolls_back_and_training_continues(tmp_path, blob_images, action, reason, warmup):
+    cfg = config.get_preset(
+        "smoke", epochs=4, guard=True, guard_warmup=warmup, guard_patience=1, g_base_width=64, g_widths=(32, 16, 16, 8, 8)
+    )
+    run = train.train(cfg, tmp_path / "run", images=blob_images, callbacks=[Inject(2, action)], verbose=False)
+    trips = [json.loads(line) for line in open(run / "guard.jsonl")]
+    assert trips[0]["epoch"] == 2 and reason in trips[0]["reason"] and trips[0]["rolled_back_to"] == 1
+    assert trips[0]["lr_g"] == pytest.approx(cfg.lr_g * cfg.guard_lr_factor)
+    assert [json.loads(line)["epoch"] for line in open(run / "stats.jsonl")] == [1, 2, 3, 4]  # it went on
+    final = np.load(run / "checkpoint-000004.npz")
+    assert all(np.isfinite(final[k]).all() for k in final.files if final[k].dtype.kind == "f")
+    g = train.build_generator(cfg)
+    train.assign_group(g.variables, final, "g", "final")
+    assert np.abs(g.get_layer("project").kernel.numpy()).sum() > 0  # no longer broken
+
+
+def test_blank_and_collapse_measures_rank_correctly(blob_images):
+    assert guard.blank_fraction(np.full((4, 128, 128, 1), -1.0, np.float32)) == 1.0
+    assert guard.blank_fraction(blob_images) == 0.0
+    same = np.repeat(blob_images[:1], 8, axis=0)
+    assert guard.mean_ms_ssim(same) == pytest.approx(1.0, abs=1e-4)
+    assert guard.mean_ms_ssim(blob_images) < 0.95

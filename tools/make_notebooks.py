@@ -1,0 +1,81 @@
+"""Writes the ordered notebooks from the cell lists below (outputs empty). Run: python tools/make_notebooks.py"""
+import pathlib
+
+import nbformat
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO = "covgan/covgan"
+
+
+def header(name, title, text):
+    badge = f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{name})"
+    return [nbformat.v4.new_markdown_cell(f"{badge}\n\n# {title}\n\n{text}"), nbformat.v4.new_code_cell(SETUP)]
+
+
+SETUP = '''import os, sys, pathlib
+if "google.colab" in sys.modules and not pathlib.Path("covgan").exists():  # Colab only: fetch code + pinned requirements
+    os.system(f"git clone --depth 1 https://github.com/{REPO}.git covgan && pip install -q -r covgan/requirements.txt && pip install -q --no-deps -e covgan")
+    sys.path.insert(0, "covgan")
+try:
+    import covgan_utils
+except ImportError:  # running from notebooks/ without `pip install -e .`
+    sys.path.insert(0, str(pathlib.Path.cwd().parent))
+    import covgan_utils
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+SMOKE = os.environ.get("COVGAN_SMOKE") == "1"  # CI: tiny settings, same code path'''.replace("{REPO}", REPO)
+
+NOTEBOOKS = {
+    "00_data.ipynb": (
+        "Data: the COVID-CT scans",
+        "Locates the UCSD-AI4H COVID-CT scans, preprocesses them like the paper (grayscale, 128x128 area resize, "
+        "[-1, 1], lateral flip) and splits them by patient. Research use only; not a diagnostic tool.",
+        [
+            "from covgan_utils import data, sample\nimport matplotlib.pyplot as plt\nimport numpy as np",
+            "data_dir = data.find_data_dir()  # --data / $COVGAN_DATA / data/raw / ../shared/data/covid-ct\nprint(data_dir)",
+            "ds = data.load_dataset(classes=data.CLASSES)  # cached under data/processed/ after the first load\nprint(data.describe(ds))",
+            "covid = ds.subset(ds.classes == 'CT_COVID')\nplt.figure(figsize=(8, 8))\nplt.imshow(sample.make_grid(covid.images[:36]), cmap='gray')\nplt.axis('off');",
+            "train_idx, val_idx = data.split_by_patient(covid.patients, val_fraction=0.2, seed=0)\n"
+            "print(f'train {len(train_idx)} images / {len(set(covid.patients[train_idx]))} patients, '\n"
+            "      f'validation {len(val_idx)} images / {len(set(covid.patients[val_idx]))} patients')\n"
+            "assert set(covid.patients[train_idx]).isdisjoint(covid.patients[val_idx])",
+            "plt.hist(covid.images.ravel(), bins=64)\nplt.xlabel('pixel value in [-1, 1]')\nplt.title('Pixel values use the full range');",
+        ],
+    ),
+    "01_train.ipynb": (
+        "Train the GAN",
+        "Trains a preset into `models/<NNNNN>-<preset>/` (config, stats, sample grids, checkpoints). "
+        "`quick` runs on a CPU; `paper` is the paper's exact recipe (GPU); `COVGAN_SMOKE=1` switches to `smoke`.",
+        [
+            "from covgan_utils import config, train, plots, sample\nimport matplotlib.pyplot as plt",
+            "preset = config.default_preset()  # smoke under COVGAN_SMOKE=1, else $COVGAN_PRESET or quick\ncfg = config.get_preset(preset)\nprint(cfg)",
+            "run_dir = train.train(cfg)  # interrupt and call train.train(cfg, run_dir, resume=True) to continue\nprint(run_dir)",
+            "plots.plot_losses(run_dir);",
+            "plots.plot_accuracy(run_dir);",
+            "_, real = train.training_images(cfg)\nfake = sample.generate(sample.load_generator(run_dir), range(16))\nplots.plot_real_vs_generated(real[:16], fake);",
+            "for path in plots.plot_run(run_dir):\n    print(path)",
+        ],
+    ),
+    "02_interpolate.ipynb": (
+        "Walk the latent space",
+        "Disease-progression style walks between the noise vectors of two seeds: linear (the paper's) and spherical.",
+        [
+            "from covgan_utils import sample, train\nimport matplotlib.pyplot as plt\nfrom IPython.display import Image",
+            "run_dir = train.latest_run()  # None -> the released model in models/release/\ngenerator = sample.load_generator(run_dir)\nprint(run_dir or 'released model')",
+            "for mode in ('linear', 'slerp'):\n    strip = sample.interpolate(generator, seed_a=1, seed_b=2, steps=8, mode=mode)\n"
+            "    plt.figure(figsize=(16, 2.5))\n    plt.imshow(sample.make_grid(strip, cols=8), cmap='gray')\n    plt.title(mode)\n    plt.axis('off')",
+            "out = pathlib.Path('interpolation.gif')\nsample.save_strip(sample.interpolate(generator, 1, 2, steps=12, mode='slerp'), out)\nImage(filename=str(out))",
+        ],
+    ),
+}
+
+
+def main():
+    for name, (title, text, cells) in NOTEBOOKS.items():
+        nb = nbformat.v4.new_notebook()
+        nb.cells = header(name, title, text) + [nbformat.v4.new_code_cell(c) for c in cells]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, ROOT / "notebooks" / name)
+
+
+if __name__ == "__main__":
+    main()
