@@ -38,3 +38,11 @@ def export_release(run_dir, release_dir=None, checkpoint="latest"):
     config_lib.Config.load(run_dir).save(release_dir)
     (release_dir / "source.json").write_text(json.dumps({"run": pathlib.Path(run_dir).name, "checkpoint": str(checkpoint)}) + "\n")
     return release_dir / WEIGHTS
+
+
+def add_commands(subparsers):
+    p = subparsers.add_parser("release", help="export a run's generator as the released model (models/release/)")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--checkpoint", default="latest", help="latest | best | epoch number")
+    p.add_argument("--out", help="release folder (default models/release/)")
+    p.set_defaults(func=lambda args: print(export_release(args.run, args.out, args.checkpoint)))

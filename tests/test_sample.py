@@ -70,3 +70,16 @@ def test_cli_rejects_bad_argument_types():
     with pytest.raises(SystemExit) as exc:
         cli.main(["sample", "--n", "many", "--out", "x"])
     assert exc.value.code == 2
+
+
+def test_release_export_round_trip_is_float16_and_code_free(run, tmp_path):
+    from covgan_utils import release
+
+    weights = release.export_release(run, tmp_path / "release")
+    with np.load(weights, allow_pickle=False) as z:  # plain arrays only
+        assert {z[k].dtype for k in z.files} <= {np.dtype("float16"), np.dtype("int64"), np.dtype("uint32"), np.dtype("int32")}
+    g = release.load_release(tmp_path / "release")
+    expected = sample.generate(sample.load_generator(run), [0, 1])
+    np.testing.assert_allclose(sample.generate(g, [0, 1]), expected, atol=0.02)
+    with pytest.raises(FileNotFoundError, match="no released model"):
+        release.load_release(tmp_path / "nothing")
