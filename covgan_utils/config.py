@@ -49,6 +49,7 @@ class Config:
     val_fraction: float = 0.2
     split_seed: int = 0
     max_images: int = 0  # 0 = all train-split images
+    time_budget_minutes: float = 0.0  # stop after the first epoch that ends past this wall time (0 = none)
     # bookkeeping
     seed: int = 0
     sample_every: int = 10

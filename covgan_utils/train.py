@@ -276,20 +276,43 @@ class SampleGrid(keras.callbacks.Callback):
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """Saves the training state every `every` epochs and at the end; keeps the newest `keep`."""
+    """Saves the training state every `every` epochs and when training ends; keeps the newest `keep`."""
 
     def __init__(self, run_dir, every, keep, last_epoch):
         super().__init__()
         self.run_dir, self.every, self.keep, self.last_epoch = pathlib.Path(run_dir), every, keep, last_epoch
+        self.done = self.saved = None
 
     def on_epoch_end(self, epoch, logs=None):
-        done = epoch + 1
-        if done % self.every and done != self.last_epoch:
-            return
+        self.done = epoch + 1
+        if self.done % self.every == 0 or self.done == self.last_epoch:
+            self.save(self.done)
+
+    def on_train_end(self, logs=None):
+        if self.done is not None and self.saved != self.done:  # stopped early (time budget, guard)
+            self.save(self.done)
+
+    def save(self, done):
+        self.saved = done
         self.model.save_checkpoint(self.run_dir / f"checkpoint-{done:06d}.npz", done)
         found = sorted(p for p in self.run_dir.glob("checkpoint-*.npz") if CHECKPOINT_RE.search(p.name))
         for old in found[: -self.keep]:
             old.unlink()
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the first epoch that ends more than `minutes` after training started."""
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = minutes * 60.0
+
+    def on_train_begin(self, logs=None):
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.time() - self.start >= self.seconds:
+            self.model.stop_training = True
 
 
 class ProgressBar(keras.callbacks.Callback):
@@ -395,6 +418,8 @@ def _prepare_run_dir(config, run_dir, resume):
 
 def _callbacks(config, run_dir, gan, images, val_images, steps, initial_epoch, verbose):
     out = [RunLogger(run_dir, steps * config.batch_size)]
+    if config.time_budget_minutes:
+        out.append(TimeBudget(config.time_budget_minutes))
     if config.guard:
         from covgan_utils import guard
 

@@ -61,3 +61,10 @@ def test_unknown_preset_and_field():
         config.get_preset("nope")
     with pytest.raises(ValueError, match="unknown config"):
         config.get_preset("smoke", colour=True)
+
+
+def test_time_budget_stops_early_and_checkpoints(tmp_path, blob_images):
+    cfg = config.get_preset("smoke", epochs=50, time_budget_minutes=1e-4, checkpoint_every=10)
+    run = train.train(cfg, tmp_path / "run", images=blob_images, verbose=False)
+    assert [json.loads(line)["epoch"] for line in open(run / "stats.jsonl")] == [1]
+    assert train.latest_checkpoint(run).name == "checkpoint-000001.npz"
