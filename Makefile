@@ -20,7 +20,7 @@ $(STAMP): requirements.txt pyproject.toml | $(VENV)/bin/python
 install: $(STAMP)
 
 demo: install
-	$(PY) -m covgan_utils data locate
+	$(PY) -m covgan_utils data locate || $(PY) -m covgan_utils data download
 	cd notebooks && COVGAN_PRESET=quick ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 00_data.ipynb 01_train.ipynb 02_interpolate.ipynb
 	@echo "Executed notebooks are in notebooks/ (strip outputs with 'make strip' before committing)."
 

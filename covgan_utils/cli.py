@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "covgan_utils.sample",
     "covgan_utils.plots",
     "covgan_utils.release",
+    "covgan_utils.ablation",
 )
 
 

@@ -249,10 +249,15 @@ def split_by_patient(patients, val_fraction=0.2, seed=0):
 
 
 def load_split(path=None, classes=("CT_COVID",), flip=True, val_fraction=0.2, seed=0):
-    """(train, val) Datasets split at patient level."""
-    ds = load_dataset(path, classes=classes, flip=flip)
+    """(train, val) Datasets of `classes`, split at patient level over COVID + non-COVID patients.
+
+    The split is drawn over all patients of both classes and then filtered to `classes`, so the GAN,
+    the metrics' domain encoder and the widget all hold out the same patients for the same seed.
+    """
+    ds = load_dataset(path, classes=CLASSES, flip=flip)
     train_idx, val_idx = split_by_patient(ds.patients, val_fraction, seed)
-    return ds.subset(train_idx), ds.subset(val_idx)
+    keep = np.isin(ds.classes, classes)
+    return ds.subset(train_idx[keep[train_idx]]), ds.subset(val_idx[keep[val_idx]])
 
 
 def load_folder(folder, size=IMAGE_SIZE):

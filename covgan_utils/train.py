@@ -94,6 +94,13 @@ class GAN(keras.Model):
         norm = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]) + 1e-12)  # [N]
         return tf.reduce_mean(tf.square(norm - 1.0))
 
+    def _lazy_r1(self, real_aug):
+        c = self.config
+        if c.r1_every <= 1:
+            return 0.5 * c.r1_gamma * self._r1_penalty(real_aug)
+        due = tf.equal(self.d_optimizer.iterations % c.r1_every, 0)
+        return tf.cond(due, lambda: 0.5 * c.r1_gamma * c.r1_every * self._r1_penalty(real_aug), lambda: tf.constant(0.0))
+
     def _r1_penalty(self, real_aug):
         with tf.GradientTape() as tape:
             tape.watch(real_aug)
@@ -122,7 +129,7 @@ class GAN(keras.Model):
             if c.loss == "wgan-gp":
                 total += c.gp_weight * self._gradient_penalty(real_aug, fake_aug, self._seed(3))
             if c.r1_gamma > 0:
-                total += 0.5 * c.r1_gamma * self._r1_penalty(real_aug)
+                total += self._lazy_r1(real_aug)
             total = tf.reduce_mean(total) / replicas
         grads = tape.gradient(total, self.discriminator.trainable_variables)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
@@ -354,13 +361,12 @@ def epoch_dataset(images, batch_size, seed, first_epoch, last_epoch):
 
 
 def training_images(config, data_dir=None):
-    """(train images, val images) for `config`: patient-level split, then `max_images` cap."""
-    ds = data_lib.load_dataset(data_dir, classes=config.classes, flip=config.flip)
-    train_idx, val_idx = data_lib.split_by_patient(ds.patients, config.val_fraction, config.split_seed)
-    train = ds.images[train_idx]
+    """(train images, val images) for `config`: the shared patient-level split, then the `max_images` cap."""
+    train_ds, val_ds = data_lib.load_split(data_dir, config.classes, config.flip, config.val_fraction, config.split_seed)
+    train = train_ds.images
     if config.max_images:
         train = train[np.random.RandomState(config.seed).permutation(len(train))[: config.max_images]]
-    return train, ds.images[val_idx]
+    return train, val_ds.images
 
 
 # ---------------------------------------------------------------- the job

@@ -22,7 +22,7 @@ def test_smoke_run_writes_the_run_folder(tmp_path, blob_images):
     assert all(p.is_file() and p.stat().st_size > 1000 for p in written)
 
 
-@pytest.mark.parametrize("extra", [{}, {"augment": "translation,cutout,brightness,contrast", "ada_target": 0.6, "ema_decay": 0.9, "r1_gamma": 1.0, "loss": "non-saturating", "g_steps": 2}])
+@pytest.mark.parametrize("extra", [{}, {"augment": "translation,cutout,brightness,contrast", "ada_target": 0.6, "ema_decay": 0.9, "r1_gamma": 1.0, "r1_every": 2, "loss": "non-saturating", "g_steps": 2}])
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, blob_images, extra):
     cfg = config.get_preset("smoke", epochs=4, **extra)
     whole = train.train(cfg, tmp_path / "whole", images=blob_images, verbose=False)

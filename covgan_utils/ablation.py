@@ -1,0 +1,164 @@
+"""Ablation study at equal compute: the paper recipe, the paper recipe plus one remedy at a time, and `best`.
+
+Every row trains for the same wall-clock budget on the same machine, for each seed, into
+`<root>/<row>-s<seed>/` (resumable: finished runs are skipped). `evaluate` scores each run against the
+patient-level validation split with `covgan_utils.metrics`; `report` writes the markdown table
+(mean and spread over seeds) with the real-vs-real floor beside it.
+"""
+import json
+import os
+import pathlib
+import platform
+import re
+import time
+
+import numpy as np
+
+from covgan_utils import config as config_lib
+from covgan_utils import paths
+
+REMEDIES = {  # row name -> changes to the paper recipe
+    "paper": {},
+    "+non-saturating": {"loss": "non-saturating"},
+    "+hinge+SN": {"loss": "hinge", "spectral_norm": True},
+    "+wgan-gp": {"loss": "wgan-gp", "d_dropout": 0.0},
+    "+R1": {"loss": "non-saturating", "r1_gamma": 0.2},
+    "+DiffAugment": {"augment": "translation,cutout"},
+    "+ADA": {"augment": "translation,cutout", "ada_target": 0.6},
+    "+EMA": {"ema_decay": 0.99},
+    "+2:1": {"g_steps": 2},
+    "+label smoothing": {"label_smoothing": 0.1},
+    "+resize-conv": {"upsample": "resize"},
+    "best": None,  # the `best` preset itself
+}
+COLUMNS = (  # (header, path into an evaluate report's "generated" block, format)
+    ("KID", ("kid", "mean"), "{:.4f}"),
+    ("FID", ("fid", "value"), "{:.1f}"),
+    ("SWD", ("swd", "mean"), "{:.1f}"),
+    ("MS-SSIM", ("ms_ssim",), "{:.3f}"),
+    ("precision", ("prdc", "precision"), "{:.2f}"),
+    ("recall", ("prdc", "recall"), "{:.2f}"),
+    ("coverage", ("prdc", "coverage"), "{:.2f}"),
+    ("copies", ("memorisation", "pixels", "copy_fraction"), "{:.3f}"),
+    ("blank", ("blank_fraction",), "{:.3f}"),
+)
+
+
+def slug(row):
+    return re.sub(r"[^a-z0-9]+", "-", row.lower()).strip("-")
+
+
+def row_config(row, seed, minutes, arch="paper", base="paper"):
+    """Config of one ablation cell: `base` preset + remedy, run for `minutes` of wall time."""
+    if row not in REMEDIES:
+        raise ValueError(f"unknown ablation row {row!r}; choose from {', '.join(REMEDIES)}")
+    cfg = config_lib.get_preset("best") if REMEDIES[row] is None else config_lib.get_preset(base).replace(arch=arch, **REMEDIES[row])
+    if REMEDIES[row] is None and arch == "paper":
+        cfg = cfg.replace(arch="paper")
+    return cfg.replace(
+        preset=f"ablation-{slug(row)}", seed=seed, epochs=1_000_000, time_budget_minutes=minutes,
+        sample_every=1_000_000, checkpoint_every=1_000_000, metrics_every=0,
+    )
+
+
+def hardware():
+    """One line naming the machine the runs were trained on."""
+    import tensorflow as tf
+
+    gpus = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in tf.config.list_physical_devices("GPU")]
+    return ", ".join(gpus) if gpus else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def run(rows, seeds, minutes, root=None, arch="paper", data_dir=None, images=None):
+    """Train every (row, seed) cell not yet finished; returns their run folders."""
+    from covgan_utils import train
+
+    root = pathlib.Path(root or paths.MODELS_DIR / "ablation")
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for row in rows:
+        for seed in seeds:
+            run_dir = root / f"{slug(row)}-s{seed}"
+            out.append(run_dir)
+            if (run_dir / "done.json").is_file():
+                continue
+            if run_dir.exists():  # an interrupted cell starts again: its budget must be one piece
+                for f in run_dir.iterdir():
+                    f.unlink()
+            cfg = row_config(row, seed, minutes, arch)
+            start = time.time()
+            train.train(cfg, run_dir, data_dir=data_dir, images=images, verbose=False)
+            epochs = sum(1 for _ in open(run_dir / "stats.jsonl"))
+            done = {"row": row, "seed": seed, "minutes": minutes, "wall_seconds": round(time.time() - start, 1), "epochs": epochs, "hardware": hardware()}
+            (run_dir / "done.json").write_text(json.dumps(done) + "\n")
+    return out
+
+
+def evaluate(run_dirs, n=500, data_dir=None, val=None, train_images=None):
+    """Score each finished run (latest checkpoint, `n` seeds) against the validation split -> eval.json."""
+    from covgan_utils import data, metrics, sample
+
+    if val is None:
+        train_ds, val_ds = data.load_split(data_dir)
+        train_images, val = train_ds.images, val_ds.images
+    for run_dir in map(pathlib.Path, run_dirs):
+        generated = sample.generate(sample.load_generator(run_dir), range(n))
+        report = metrics.evaluate_images(generated, val, train=train_images, n=n, baselines=False)
+        metrics.write_report(report, run_dir / "eval.json")
+
+
+def _get(report, keys):
+    value = report
+    for k in keys:
+        value = value[k]
+    return float(value)
+
+
+def table(root, floor=None):
+    """Markdown table: one row per ablation row, mean +- std over seeds, from eval.json/done.json files."""
+    root = pathlib.Path(root)
+    cells = {}
+    for done_file in sorted(root.glob("*/done.json")):
+        eval_file = done_file.parent / "eval.json"
+        if not eval_file.is_file():
+            continue
+        done, report = json.loads(done_file.read_text()), json.loads(eval_file.read_text())
+        cells.setdefault(done["row"], []).append((done, report["generated"]))
+    header = ["row", "seeds", "epochs in budget"] + [c[0] for c in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in [r for r in REMEDIES if r in cells]:
+        runs = cells[row]
+        values = [f"{len(runs)}", f"{np.mean([d['epochs'] for d, _ in runs]):.0f}"]
+        for _, keys, fmt in COLUMNS:
+            xs = np.array([_get(g, keys) for _, g in runs])
+            values.append(fmt.format(xs.mean()) + (f" ± {fmt.format(xs.std())}" if len(xs) > 1 else ""))
+        lines.append(f"| {row} | " + " | ".join(values) + " |")
+    if floor is not None:
+        lines.append("| real train vs val (floor) | | | " + " | ".join(fmt.format(_get(floor, keys)) for _, keys, fmt in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def add_commands(subparsers):
+    p = subparsers.add_parser("ablation", help="equal-compute ablation: train, evaluate, tabulate")
+    sub = p.add_subparsers(dest="ablation_command", metavar="ACTION")
+    sub.required = True
+    r = sub.add_parser("run", help="train every (row, seed) for the same wall-clock budget")
+    r.add_argument("--rows", nargs="+", default=list(REMEDIES), choices=list(REMEDIES), metavar="ROW")
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--minutes", type=float, required=True, help="wall-clock budget per run")
+    r.add_argument("--arch", choices=("paper", "lean"), default="paper", help="model for the paper-recipe rows (lean on CPU)")
+    r.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
+    r.add_argument("--data", help="data folder")
+    r.set_defaults(func=lambda a: print("\n".join(map(str, run(a.rows, a.seeds, a.minutes, a.root, a.arch, a.data)))))
+    e = sub.add_parser("evaluate", help="score every finished run against the validation split")
+    e.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
+    e.add_argument("--n", type=int, default=500)
+    e.set_defaults(func=_cli_evaluate)
+    t = sub.add_parser("report", help="print the markdown table")
+    t.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
+    t.set_defaults(func=lambda a: print(table(a.root or paths.MODELS_DIR / "ablation")))
+
+
+def _cli_evaluate(args):
+    root = pathlib.Path(args.root or paths.MODELS_DIR / "ablation")
+    evaluate(sorted(d.parent for d in root.glob("*/done.json")), n=args.n)
