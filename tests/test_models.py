@@ -34,3 +34,15 @@ def test_bad_arguments_name_the_choices():
         models.build_generator("huge")
     with pytest.raises(ValueError, match="5 widths"):
         models.build_generator("lean", widths=(8, 8))
+
+
+def test_paper_gan_takes_a_training_step_on_cpu():
+    import numpy as np
+
+    from covgan_utils import config, train
+
+    gan = train.GAN(config.get_preset("paper", batch_size=2))
+    gan.compile()
+    logs = gan.train_step(np.zeros((2, 128, 128, 1), np.float32))
+    assert np.isfinite(float(logs["g_loss"])) and np.isfinite(float(logs["d_loss"]))
+    assert int(gan.g_optimizer.iterations.numpy()) == 1
