@@ -26,30 +26,27 @@ def _stats(run_dir):
     return rows
 
 
-def plot_losses(run_dir):
-    """Generator and discriminator loss per epoch."""
+def _plot_series(run_dir, series, ylabel, title, **axis):
     rows = _stats(run_dir)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["g_loss"] for r in rows], label="generator")
-    ax.plot(epochs, [r["d_loss"] for r in rows], label="discriminator")
-    ax.set(xlabel="epoch", ylabel="loss", title=f"Losses: {pathlib.Path(run_dir).name}")
+    for key, label in series:
+        ax.plot(epochs, [r[key] for r in rows], label=label)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=f"{title}: {pathlib.Path(run_dir).name}", **axis)
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def plot_losses(run_dir):
+    """Generator and discriminator loss per epoch."""
+    return _plot_series(run_dir, (("g_loss", "generator"), ("d_loss", "discriminator")), "loss", "Losses")
 
 
 def plot_accuracy(run_dir):
     """Discriminator accuracy on real and on generated images per epoch."""
-    rows = _stats(run_dir)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["d_acc_real"] for r in rows], label="real judged real")
-    ax.plot(epochs, [r["d_acc_fake"] for r in rows], label="generated judged fake")
-    ax.set(xlabel="epoch", ylabel="accuracy", ylim=(-0.02, 1.02), title=f"Discriminator accuracy: {pathlib.Path(run_dir).name}")
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    series = (("d_acc_real", "real judged real"), ("d_acc_fake", "generated judged fake"))
+    return _plot_series(run_dir, series, "accuracy", "Discriminator accuracy", ylim=(-0.02, 1.02))
 
 
 def plot_real_vs_generated(real, generated, n=16):
