@@ -292,16 +292,18 @@ def generated_images(gan, n=256, seed=0):
         return None
     if isinstance(gan, np.ndarray):
         return gan.astype(np.float32)
-    from covgan_utils import sample  # provided by the GAN side of the project
-
     if gan == "latest":
         run = latest_gan_run()
         if run is None:
             return None
     elif gan == "release":
-        run = None
+        run = None  # the sampler's released model (models/release/)
     else:
         run = _resolve_run(gan)
+    try:
+        from covgan_utils import sample  # the GAN sampler
+    except ImportError as err:
+        raise ValueError(f"cannot sample GAN run {run or 'release'}: covgan_utils.sample is unavailable ({err}); use gan=None") from err
     generator = sample.load_generator(run)
     return np.asarray(sample.generate(generator, list(range(seed, seed + n))), np.float32)
 
