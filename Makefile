@@ -30,7 +30,7 @@ $(TFJS_STAMP): requirements-tfjs.txt
 	$(TFJS_VENV)/bin/python -m pip install -q --upgrade pip
 	$(TFJS_VENV)/bin/python -m pip install -q -r requirements-tfjs.txt
 	$(TFJS_VENV)/bin/python -m pip install -q --no-deps protobuf==6.31.1 2>&1 | grep -v "dependency resolver\|protobuf 6.31.1 which is incompatible" || true
-	$(TFJS_VENV)/bin/tensorflowjs_converter --version > /dev/null
+	$(TFJS_VENV)/bin/tensorflowjs_converter --version > /dev/null 2>&1 || { echo 'error: tensorflowjs_converter does not start in $(TFJS_VENV)'; exit 1; }
 	touch $(TFJS_STAMP)
 
 $(NPM_STAMP): widget/package.json widget/package-lock.json
