@@ -252,7 +252,7 @@ def train_autoencoder(config=None, run_dir=None, verbose=1):
                 fh.write(json.dumps(line) + "\n")
 
     t0 = time.perf_counter()
-    autoencoder.fit(
+    history = autoencoder.fit(
         train.images, train.images,
         validation_data=(val.images, val.images),
         epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
@@ -265,6 +265,10 @@ def train_autoencoder(config=None, run_dir=None, verbose=1):
         reconstruction_mse(autoencoder, train.images), reconstruction_mse(autoencoder, val.images),
         mean_image_mse(train.images, train.images), mean_image_mse(train.images, val.images),
     )
+    val_curve = history.history.get("val_loss", [])
+    if val_curve:  # the 2-D bottleneck overfits: keep where validation error bottomed out
+        best = int(np.argmin(val_curve))
+        metrics.update(best_val_epoch=best + 1, best_mse_val=float(val_curve[best]), best_mse255_val=float(val_curve[best]) * SCALE_255)
     metrics.update(epochs=config.epochs, train_sec=round(train_sec, 1), n_train=len(train), n_val=len(val), cpu_count=os.cpu_count())
     with open(stats_file, "a") as fh:
         fh.write(json.dumps({"final": True, **metrics}) + "\n")

@@ -149,7 +149,7 @@ def export_widget(autoencoder_run=None, gan="latest", out_dir=None, n_generated=
         if gan is not None and verbose:
             print("note: no GAN run found, the widget shows real scans only")
     fake_z = encoder.predict(fake, batch_size=128, verbose=0) if len(fake) else np.zeros((0, 2), np.float32)
-    gan_name = "" if gan is None or isinstance(gan, np.ndarray) else str(gan)
+    gan_name = "" if gan is None or isinstance(gan, np.ndarray) or not len(fake) else str(gan)
     np.savez(run_dir / ae.LATENTS_FILE, real_z=real_z, real_files=real.files, real_classes=real.classes,
              real_patients=real.patients, real_split=split, generated_z=fake_z, gan_run=np.array(gan_name))
 

@@ -97,6 +97,7 @@ def test_corrupt_model_shows_readable_error(exported, browser, tmp_path):
     try:
         error = page.locator("#error")
         assert error.is_visible()
+        assert not page.locator("#app").is_visible()  # no half-drawn page under the message
         text = error.inner_text()
         assert "decoder model" in text and "model/model.json" in text
         assert "widget export" in text
