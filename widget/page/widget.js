@@ -298,6 +298,7 @@ async function main() {
       const d = decodedCtx.getImageData(0, 0, size, size).data;
       return Array.from({ length: size * size }, (_, i) => d[4 * i]);
     },
+    decodeAt: (z) => requestDecode(z),  // resolves once z (or a newer point) is drawn
     dotCount: points.real.z.length + points.generated.z.length,
     hasCloud: Boolean(cloud),
   });
