@@ -6,7 +6,7 @@ the decoder its mirror image (2 -> 32 -> 128 -> 256 -> 512 -> 16384, tanh). It i
 reconstruction error is reported on [-1, 1] and on the 0-255 scale, next to the error of predicting the
 mean training image.
 
-A run lives in `models/<NNNNN>-autoencoder/`: config.json, stats.jsonl (one line per epoch, then a
+A run lives in `models/<NNNNN>-autoencoder/` (`-autoencoder-<preset>` for other presets than paper): config.json, stats.jsonl (one line per epoch, then a
 final line with the metrics), metrics.json, autoencoder.keras and latents.npz (latent coordinates of
 every real scan, and of generated scans when a GAN run is given).
 """
@@ -128,17 +128,25 @@ def _next_run_dir(suffix=RUN_SUFFIX):
     return paths.MODELS_DIR / f"{max(numbers, default=-1) + 1:05d}-{suffix}"
 
 
+def run_suffix(config):
+    """Run-folder suffix: "autoencoder" for the paper preset, "autoencoder-<preset>" otherwise."""
+    return RUN_SUFFIX if config.preset == "paper" else f"{RUN_SUFFIX}-{config.preset}"
+
+
 def latest_autoencoder_run():
-    """Newest models/<NNNNN>-autoencoder/ holding a trained model, or None."""
-    runs = sorted(p for p in paths.MODELS_DIR.glob(f"[0-9][0-9][0-9][0-9][0-9]-{RUN_SUFFIX}") if (p / MODEL_FILE).is_file())
-    return runs[-1] if runs else None
+    """Newest trained autoencoder run, preferring any other preset over smoke runs; None if there is none."""
+    if not paths.MODELS_DIR.is_dir():
+        return None
+    runs = sorted(p for p in paths.MODELS_DIR.glob(f"[0-9][0-9][0-9][0-9][0-9]-{RUN_SUFFIX}*") if (p / MODEL_FILE).is_file())
+    real = [p for p in runs if not p.name.endswith("-smoke")]
+    return (real or runs or [None])[-1]
 
 
 def latest_gan_run():
     """Newest GAN run (models/<NNNNN>-<preset>/ other than autoencoder runs), or None."""
     if not paths.MODELS_DIR.is_dir():
         return None
-    runs = sorted(p for p in paths.MODELS_DIR.iterdir() if p.is_dir() and re.match(r"^\d{5}-", p.name) and not p.name.endswith(f"-{RUN_SUFFIX}"))
+    runs = sorted(p for p in paths.MODELS_DIR.iterdir() if p.is_dir() and re.match(r"^\d{5}-", p.name) and f"-{RUN_SUFFIX}" not in p.name)
     return runs[-1] if runs else None
 
 
@@ -227,7 +235,7 @@ def train_autoencoder(config=None, run_dir=None, verbose=1):
     import keras
 
     config = config or get_config("paper")
-    run_dir = pathlib.Path(run_dir) if run_dir else _next_run_dir()
+    run_dir = pathlib.Path(run_dir) if run_dir else _next_run_dir(run_suffix(config))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
 

@@ -72,7 +72,14 @@ def test_run_resolution(tmp_path, monkeypatch):
     assert ae.latest_gan_run() is None
     (tmp_path / "00000-quick").mkdir()
     (tmp_path / "00001-autoencoder").mkdir()
+    (tmp_path / "00002-autoencoder-smoke").mkdir()
     assert ae.latest_gan_run().name == "00000-quick"
     with pytest.raises(FileNotFoundError, match="no trained autoencoder"):
         ae.resolve_autoencoder_run("latest")
-    assert ae._next_run_dir().name == "00002-autoencoder"
+    (tmp_path / "00002-autoencoder-smoke" / ae.MODEL_FILE).write_bytes(b"")
+    assert ae.latest_autoencoder_run().name == "00002-autoencoder-smoke"
+    (tmp_path / "00001-autoencoder" / ae.MODEL_FILE).write_bytes(b"")
+    assert ae.latest_autoencoder_run().name == "00001-autoencoder"  # smoke runs only when nothing else
+    assert ae.resolve_autoencoder_run("1").name == "00001-autoencoder"
+    assert ae._next_run_dir(ae.run_suffix(ae.get_config("smoke"))).name == "00003-autoencoder-smoke"
+    assert ae.run_suffix(ae.get_config("paper")) == "autoencoder"
