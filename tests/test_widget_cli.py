@@ -46,3 +46,23 @@ def test_missing_converter_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="make install-widget"):
         widget.find_converter()
+
+
+def test_page_uses_local_libraries_or_pinned_cdn(tmp_path, monkeypatch):
+    local = tmp_path / "local"
+    local.mkdir()
+    if all((widget.NODE_MODULES / src).is_file() for src in widget.VENDOR.values()):
+        widget._write_page(local, cdn_fallback=False)
+        html = (local / "index.html").read_text()
+        assert "./vendor/tf.min.js" in html and "https://" not in html and "{{" not in html
+        assert (local / "vendor" / "TrackballControls.js").is_file()
+
+    monkeypatch.setattr(widget, "NODE_MODULES", tmp_path / "no_node_modules")
+    with pytest.raises(FileNotFoundError, match="make install-widget"):
+        widget._write_page(tmp_path, cdn_fallback=False)
+    cdn = tmp_path / "cdn"
+    cdn.mkdir()
+    widget._write_page(cdn, cdn_fallback=True)
+    html = (cdn / "index.html").read_text()
+    assert "@tensorflow/tfjs@4.22.0/dist/tf.min.js" in html and "three@0.170.0/build/three.module.min.js" in html
+    assert not (cdn / "vendor").exists()
