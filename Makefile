@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-venv pytest nbval strip
+.PHONY: demo test install install-widget clean-venv pytest nbval strip
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,34 @@ $(STAMP): requirements.txt pyproject.toml | $(VENV)/bin/python
 	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
 	touch $(STAMP)
 
-install: $(STAMP)
+# Latent widget: TF.js converter in its own venv (it needs protobuf 6.31.1, TF 2.19 wants <6; see
+# docs/WIDGET.md), the page's JS libraries (npm ci, pinned by widget/package-lock.json), and Debian's
+# chromium for the browser test.
+TFJS_VENV := .venv-tfjs
+TFJS_STAMP := $(TFJS_VENV)/.installed
+NPM_STAMP := widget/node_modules/.installed
+
+$(TFJS_STAMP): requirements-tfjs.txt
+	rm -rf $(TFJS_VENV)
+	$(PYTHON) -m venv $(TFJS_VENV)
+	$(TFJS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TFJS_VENV)/bin/python -m pip install -q -r requirements-tfjs.txt
+	$(TFJS_VENV)/bin/python -m pip install -q --no-deps protobuf==6.31.1 2>&1 | grep -v "dependency resolver\|protobuf 6.31.1 which is incompatible" || true
+	$(TFJS_VENV)/bin/tensorflowjs_converter --version > /dev/null 2>&1 || { echo 'error: tensorflowjs_converter does not start in $(TFJS_VENV)'; exit 1; }
+	touch $(TFJS_STAMP)
+
+$(NPM_STAMP): widget/package.json widget/package-lock.json
+	cd widget && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
+install-widget: $(TFJS_STAMP) $(NPM_STAMP)
+	bash tools/install_chromium.sh
+
+install: $(STAMP) install-widget
 
 demo: install
 	$(PY) -m covgan_utils data locate || $(PY) -m covgan_utils data download
-	cd notebooks && COVGAN_PRESET=quick ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 00_data.ipynb 01_train.ipynb 02_interpolate.ipynb
+	cd notebooks && COVGAN_PRESET=quick ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 00_data.ipynb 01_train.ipynb 02_interpolate.ipynb 03_latent_widget.ipynb
 	@echo "Executed notebooks are in notebooks/ (strip outputs with 'make strip' before committing)."
 
 test: install

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "covgan_utils.plots",
     "covgan_utils.release",
     "covgan_utils.ablation",
+    "covgan_utils.widget",
 )
 
 

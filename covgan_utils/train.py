@@ -447,11 +447,15 @@ def _callbacks(config, run_dir, gan, images, val_images, steps, initial_epoch, v
 
 
 def latest_run(preset=None, root=None):
-    """Newest `models/<NNNNN>-<preset>/` folder (any preset when None), or None."""
+    """Newest GAN run folder `models/<NNNNN>-<preset>/` (any preset when None; autoencoder runs excluded), or None."""
     root = pathlib.Path(root or paths.MODELS_DIR)
     if not root.is_dir():
         return None
-    runs = sorted(p for p in root.iterdir() if p.is_dir() and re.match(r"\d{5}-", p.name) and (preset is None or p.name.split("-", 1)[1] == preset))
+    runs = sorted(
+        p for p in root.iterdir()
+        if p.is_dir() and re.match(r"\d{5}-", p.name) and "autoencoder" not in p.name
+        and (preset is None or p.name.split("-", 1)[1] == preset)
+    )
     return runs[-1] if runs else None
 
 

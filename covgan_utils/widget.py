@@ -1,0 +1,270 @@
+"""Latent-space widget: export the autoencoder's decoder to TF.js next to a static page, and serve it.
+
+`export_widget()` writes a self-contained folder (default exports/latent_widget/):
+    index.html, widget.js, widget.css   the page (sources in widget/page/)
+    vendor/                             tf.min.js, three.module.min.js, TrackballControls.js (from widget/node_modules)
+    model/                              model.json + weight shards (TF.js graph model of the decoder)
+    points.json, thumbs.png             latent coordinates of real and generated scans, 32x32 thumbnail sprite
+
+The decoder goes Keras 3 -> SavedModel (`model.export`) -> `tensorflowjs_converter` (graph model), run as a
+subprocess from its own virtual environment (.venv-tfjs/, made by `make install-widget`): the converter
+needs protobuf 6.31.1, which TensorFlow 2.19 in the main environment does not accept (see docs/WIDGET.md).
+"""
+import functools
+import http.server
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+import numpy as np
+
+from covgan_utils import autoencoder as ae
+from covgan_utils import data, paths
+
+WIDGET_DIR = paths.PROJECT_ROOT / "widget"
+PAGE_DIR = WIDGET_DIR / "page"
+NODE_MODULES = WIDGET_DIR / "node_modules"
+DEFAULT_OUT = paths.EXPORTS_DIR / "latent_widget"
+THUMB = 32  # thumbnail side in the sprite
+SPRITE_COLS = 64
+VENDOR = {  # file in the export -> file in node_modules
+    "vendor/tf.min.js": "@tensorflow/tfjs/dist/tf.min.js",
+    "vendor/three.module.min.js": "three/build/three.module.min.js",
+    "vendor/TrackballControls.js": "three/examples/jsm/controls/TrackballControls.js",
+}
+CDN = "https://cdn.jsdelivr.net/npm/"
+
+
+# ---------------------------------------------------------------- converter
+
+def find_converter():
+    """Path of `tensorflowjs_converter`: $COVGAN_TFJS_CONVERTER, .venv-tfjs/, or PATH."""
+    candidates = [os.environ.get("COVGAN_TFJS_CONVERTER"), paths.PROJECT_ROOT / ".venv-tfjs" / "bin" / "tensorflowjs_converter", shutil.which("tensorflowjs_converter")]
+    for c in candidates:
+        if c and pathlib.Path(c).is_file():
+            return pathlib.Path(c)
+    raise FileNotFoundError("TF.js converter not found: run `make install-widget` (creates .venv-tfjs/) or set $COVGAN_TFJS_CONVERTER")
+
+
+def export_decoder_tfjs(decoder, out_dir):
+    """Convert a Keras decoder to a TF.js graph model in `out_dir` (model.json + shards)."""
+    out_dir = pathlib.Path(out_dir)
+    converter = find_converter()
+    with tempfile.TemporaryDirectory(prefix="covgan-savedmodel-") as tmp:
+        saved = pathlib.Path(tmp) / "decoder"
+        decoder.export(str(saved), format="tf_saved_model", verbose=False)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        cmd = [str(converter), "--input_format=tf_saved_model", "--output_format=tfjs_graph_model",
+               "--signature_name=serving_default", "--saved_model_tags=serve", str(saved), str(out_dir)]
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0 or not (out_dir / "model.json").is_file():
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise RuntimeError(f"tensorflowjs_converter failed (exit {proc.returncode}):\n{tail}")
+    return out_dir / "model.json"
+
+
+# ---------------------------------------------------------------- page assets
+
+def _vendor_mode(out_dir, cdn_fallback):
+    """Copy the JS libraries next to the page; returns (tfjs src, three src, trackball src)."""
+    missing = [src for src in VENDOR.values() if not (NODE_MODULES / src).is_file()]
+    if not missing:
+        for dest, src in VENDOR.items():
+            (out_dir / dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(NODE_MODULES / src, out_dir / dest)
+        return "./vendor/tf.min.js", "./vendor/three.module.min.js", "./vendor/TrackballControls.js"
+    if not cdn_fallback:
+        raise FileNotFoundError(f"{NODE_MODULES} lacks {missing[0]}: run `make install-widget` (npm ci in widget/)")
+    versions = json.loads((WIDGET_DIR / "package.json").read_text())["dependencies"]
+    tfjs, three = versions["@tensorflow/tfjs"], versions["three"]
+    print(f"note: {NODE_MODULES} not installed, the page loads tfjs {tfjs} and three {three} from a CDN")
+    return (f"{CDN}@tensorflow/tfjs@{tfjs}/{VENDOR['vendor/tf.min.js'].split('/', 2)[2]}",
+            f"{CDN}three@{three}/build/three.module.min.js",
+            f"{CDN}three@{three}/examples/jsm/controls/TrackballControls.js")
+
+
+def _write_page(out_dir, cdn_fallback):
+    tfjs_src, three_src, trackball_src = _vendor_mode(out_dir, cdn_fallback)
+    html = (PAGE_DIR / "index.html").read_text()
+    html = html.replace("{{TFJS_SRC}}", tfjs_src).replace("{{THREE_SRC}}", three_src).replace("{{TRACKBALL_SRC}}", trackball_src)
+    (out_dir / "index.html").write_text(html)
+    for name in ("widget.js", "widget.css"):
+        shutil.copyfile(PAGE_DIR / name, out_dir / name)
+
+
+def _thumbnails(images):
+    """[N, 128, 128, 1] in [-1, 1] -> uint8 sprite [rows*THUMB, SPRITE_COLS*THUMB]."""
+    import cv2
+
+    n = len(images)
+    rows = max(1, -(-n // SPRITE_COLS))
+    sprite = np.zeros((rows * THUMB, SPRITE_COLS * THUMB), np.uint8)
+    for i, image in enumerate(data.to_uint8(images)[..., 0]):
+        r, c = divmod(i, SPRITE_COLS)
+        sprite[r * THUMB:(r + 1) * THUMB, c * THUMB:(c + 1) * THUMB] = cv2.resize(image, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    return sprite
+
+
+def _bounds(*arrays, margin=0.08):
+    z = np.concatenate([a for a in arrays if len(a)])
+    lo, hi = z.min(axis=0), z.max(axis=0)
+    pad = np.maximum((hi - lo) * margin, 1e-3)
+    return [float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1])]
+
+
+def _round(z):
+    return [[round(float(a), 5), round(float(b), 5)] for a, b in z]
+
+
+# ---------------------------------------------------------------- export
+
+def export_widget(autoencoder_run=None, gan="latest", out_dir=None, n_generated=256, cdn_fallback=False, verbose=1):
+    """Export the widget for an autoencoder run; returns the output folder.
+
+    `gan`: generated images as an array [N, 128, 128, 1] in [-1, 1], a GAN run folder/number, "latest"
+    (newest GAN run, skipped with a note when none exists), "release", or None for no generated overlay.
+    """
+    import cv2
+
+    run_dir = ae.resolve_autoencoder_run(autoencoder_run)
+    config, encoder, decoder = ae.load_autoencoder(run_dir)
+    if config.latent_dim != 2:
+        raise ValueError(f"the widget draws a 2-D latent map; run {run_dir.name} has a {config.latent_dim}-D latent space")
+    out_dir = pathlib.Path(out_dir) if out_dir else DEFAULT_OUT
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    real, split = ae.load_real_images(config)
+    real_z = encoder.predict(real.images, batch_size=128, verbose=0)
+    fake = ae.generated_images(gan, n_generated)
+    if fake is None:
+        fake = np.zeros((0,) + real.images.shape[1:], np.float32)
+        if gan is not None and verbose:
+            print("note: no GAN run found, the widget shows real scans only")
+    fake_z = encoder.predict(fake, batch_size=128, verbose=0) if len(fake) else np.zeros((0, 2), np.float32)
+    gan_name = "" if gan is None or isinstance(gan, np.ndarray) or not len(fake) else str(gan)
+    np.savez(run_dir / ae.LATENTS_FILE, real_z=real_z, real_files=real.files, real_classes=real.classes,
+             real_patients=real.patients, real_split=split, generated_z=fake_z, gan_run=np.array(gan_name))
+
+    _, _, portable = ae.build_autoencoder(config)  # same weights, graph the TF.js CPU backend can run
+    portable.set_weights(decoder.get_weights())
+    export_decoder_tfjs(portable, out_dir / "model")
+    cv2.imwrite(str(out_dir / "thumbs.png"), _thumbnails(np.concatenate([real.images, fake])))
+    metrics_file = run_dir / "metrics.json"
+    points = {
+        "version": 1,
+        "image_size": data.IMAGE_SIZE,
+        "classes": list(data.CLASSES),
+        "bounds": _bounds(real_z, fake_z),
+        "real": {
+            "z": _round(real_z),
+            "cls": [data.CLASSES.index(c) for c in real.classes],
+            "file": [str(f) for f in real.files],
+            "split": [str(s) for s in split],
+        },
+        "generated": {"z": _round(fake_z), "source": gan_name or ("images" if len(fake) else "")},
+        "thumbs": {"file": "thumbs.png", "size": THUMB, "cols": SPRITE_COLS, "generated_offset": len(real_z)},
+        "autoencoder": {"run": run_dir.name, "widths": list(config.widths), "epochs": config.epochs,
+                        "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else None},
+    }
+    (out_dir / "points.json").write_text(json.dumps(points, separators=(",", ":")))
+    _write_page(out_dir, cdn_fallback)
+    if verbose:
+        print(f"widget: {len(real_z)} real + {len(fake_z)} generated points, decoder of {run_dir.name} -> {out_dir}")
+    return out_dir
+
+
+# ---------------------------------------------------------------- serving
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript", ".json": "application/json", ".bin": "application/octet-stream"}
+
+    def log_message(self, *args):
+        pass
+
+
+def start_server(directory=None, port=0, host="127.0.0.1"):
+    """Serve `directory` on host:port (0 = any free port) in a daemon thread; returns (server, url)."""
+    directory = pathlib.Path(directory) if directory else DEFAULT_OUT
+    if not (directory / "index.html").is_file():
+        raise FileNotFoundError(f"no widget in {directory}: run `python -m covgan_utils widget export` first")
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer((host, port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://{host}:{server.server_address[1]}/"
+
+
+def show(directory=None, port=0, height=760):
+    """Serve the widget and display it inline (JupyterLab: IFrame; Colab: the kernel port proxied as an iframe)."""
+    server, url = start_server(directory, port)
+    try:
+        from google.colab import output  # noqa: F401
+
+        output.serve_kernel_port_as_iframe(server.server_address[1], height=height)
+        return server
+    except ImportError:
+        from IPython.display import IFrame, display
+
+        print(f"widget served at {url}")
+        display(IFrame(url, width="100%", height=height))
+        return server
+
+
+# ---------------------------------------------------------------- command line
+
+def _gan_arg(value):
+    return None if value in (None, "none", "") else value
+
+
+def _cmd_train(args):
+    config = ae.get_config(args.preset, epochs=args.epochs, gan_run=_gan_arg(args.gan))
+    ae.train_autoencoder(config)
+
+
+def _cmd_export(args):
+    export_widget(args.autoencoder, gan=_gan_arg(args.gan), out_dir=args.out, n_generated=args.n_generated, cdn_fallback=args.cdn_fallback)
+
+
+def _cmd_serve(args):
+    server, url = start_server(args.dir, args.port)
+    print(f"serving the latent widget at {url} (Ctrl+C to stop)", flush=True)
+    try:
+        threading.Event().wait()
+    finally:
+        server.shutdown()
+
+
+def add_commands(subparsers):
+    widget = subparsers.add_parser("widget", help="latent-space widget: train the autoencoder, export to TF.js, serve")
+    sub = widget.add_subparsers(dest="widget_command", metavar="ACTION")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train the dense autoencoder (models/<NNNNN>-autoencoder/)")
+    p.add_argument("--preset", default="paper", choices=sorted(ae.PRESETS))
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--gan", default="latest", help='GAN run whose samples are encoded ("latest", a run, or "none")')
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="export the widget (TF.js decoder + latent map) to exports/latent_widget/")
+    p.add_argument("--autoencoder", default="latest", help='autoencoder run folder, number or "latest"')
+    p.add_argument("--gan", default="latest", help='GAN run for the generated overlay ("latest", "release", a run, or "none")')
+    p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--n-generated", type=int, default=256)
+    p.add_argument("--cdn-fallback", action="store_true", help="load tfjs/three from a CDN when widget/node_modules is missing")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("serve", help="serve the exported widget on 127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--dir", default=None, help=f"widget folder (default {DEFAULT_OUT})")
+    p.set_defaults(func=_cmd_serve)
+
+
+if __name__ == "__main__":
+    sys.exit("use `python -m covgan_utils widget ...`")
