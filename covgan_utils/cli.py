@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "covgan_utils.train",
     "covgan_utils.sample",
     "covgan_utils.plots",
+    "covgan_utils.metrics",
 )
 
 
