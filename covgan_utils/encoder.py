@@ -68,9 +68,20 @@ def sha256_of(file):
     return data.sha256_of(file)
 
 
+_LOADED = {}
+
+
 def load_encoder(folder=None):
-    """Backbone keras Model with the committed weights; checks them against config.json's SHA-256."""
-    folder = pathlib.Path(folder or ENCODER_DIR)
+    """Backbone keras Model with the committed weights; checks them against config.json's SHA-256.
+    Loaded once per process and folder."""
+    folder = pathlib.Path(folder or ENCODER_DIR).resolve()
+    key = (str(folder), (folder / WEIGHTS_NAME).stat().st_mtime_ns if (folder / WEIGHTS_NAME).is_file() else None)
+    if key not in _LOADED:
+        _LOADED[key] = _load(folder)
+    return _LOADED[key]
+
+
+def _load(folder):
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"no domain encoder weights at {weights}; train them with `python -m covgan_utils metrics train-encoder`")

@@ -98,8 +98,8 @@ def sliced_wasserstein(a, b, directions=128, repeats=4, rng=None):
     for _ in range(repeats):
         dirs = rng.randn(a.shape[1], directions).astype(np.float32)
         dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
-        pa = np.sort(a @ dirs, axis=0)
-        pb = np.sort(b @ dirs, axis=0)
+        pa = np.sort(np.ascontiguousarray((a @ dirs).T), axis=1)  # [directions, M], sorted along contiguous rows
+        pb = np.sort(np.ascontiguousarray((b @ dirs).T), axis=1)
         results.append(np.abs(pa - pb).mean())
     return float(np.mean(results))
 
@@ -213,7 +213,9 @@ def fid(gen_features, real_features):
     y = np.asarray(real_features, np.float64)
     mu_x, mu_y = x.mean(0), y.mean(0)
     cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
-    covmean, _ = scipy.linalg.sqrtm(cov_x @ cov_y, disp=False)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):  # singular products (a collapsed set) are handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        covmean, _ = scipy.linalg.sqrtm(cov_x @ cov_y, disp=False)
     if not np.isfinite(covmean).all():
         eps = 1e-6 * np.eye(len(cov_x))
         covmean = scipy.linalg.sqrtm((cov_x + eps) @ (cov_y + eps))
@@ -458,8 +460,6 @@ def evaluate_images(generated, real, train=None, n=500, features="domain", seed=
     train_s = subsample(as_images(train), n, seed + 2) if train is not None else None
     real_f = extract(real)
     train_f = extract(train_s) if train_s is not None else None
-    n_eff = min(len(generated), len(real))
-    generated = generated[:n_eff]
     report = {
         "features": feature_name,
         "n_requested": int(requested),
@@ -474,7 +474,7 @@ def evaluate_images(generated, real, train=None, n=500, features="domain", seed=
         save_nearest_pairs(generated, train_s, mem["pixels"]["nearest_index"], mem["pixels"]["nearest_distance"], nearest_png)
         report["nearest_pairs_png"] = str(nearest_png)
     if baselines:
-        report["baselines"] = baseline_reports(real, real_f, extract, n_eff, train_s, train_f, seed, ms_ssim_pairs)
+        report["baselines"] = baseline_reports(real, real_f, extract, len(generated), train_s, train_f, seed, ms_ssim_pairs)
     report["wall_seconds"] = round(time.time() - started, 2)
     return report
 
@@ -585,6 +585,10 @@ def add_commands(subparsers):
     t.add_argument("--out", help="output folder (default models/domain_encoder/)")
     t.add_argument("--epochs", type=int, default=None)
     t.set_defaults(func=_train_encoder)
+    ex = sub.add_parser("export-real", help="write the COVID train/val split of the real scans as PNG folders")
+    ex.add_argument("out", help="folder to hold train/ and val/")
+    ex.add_argument("--data", help="explicit data folder")
+    ex.set_defaults(func=_export_real)
     ls = sub.add_parser("list", help="list the registered metrics")
     ls.set_defaults(func=lambda args: print("\n".join(f"{k}: {(v.__doc__ or '').strip().splitlines()[0]}" for k, v in METRICS.items())))
 
@@ -610,12 +614,45 @@ def _evaluate(args):
     print(f"report written to {out} ({report['wall_seconds']} s)")
 
 
+def export_real(out_dir, path=None):
+    """Write the COVID scans of the encoder's patient-level split as <out_dir>/{train,val}/*.png -> counts."""
+    import cv2
+
+    counts = {}
+    for name, ds in zip(("train", "val"), real_split(path)):
+        folder = pathlib.Path(out_dir) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, (image, file, flipped) in enumerate(zip(data.to_uint8(ds.images), ds.files, ds.flipped)):
+            cv2.imwrite(str(folder / f"{i:04d}-{'flip-' if flipped else ''}{pathlib.Path(str(file)).stem}.png"), image[..., 0])
+        counts[name] = len(ds)
+    return counts
+
+
+def _export_real(args):
+    counts = export_real(args.out, args.data)
+    print(f"wrote {counts['train']} train and {counts['val']} val COVID images under {args.out}")
+
+
 def _train_encoder(args):
     from covgan_utils import encoder
 
     kwargs = {} if args.epochs is None else {"epochs": args.epochs}
     out = encoder.train_encoder(args.data, out_dir=args.out, **kwargs)
     print(f"domain encoder written to {out}")
+
+
+def main(argv=None):
+    """`python -m covgan_utils.metrics ...`: the metric commands alone (same as through `python -m covgan_utils`)."""
+    from covgan_utils import cli
+
+    cli.COMMAND_MODULES = ("covgan_utils.metrics",)
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
 
 
 def __getattr__(name):
