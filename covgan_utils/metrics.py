@@ -418,10 +418,10 @@ def repeat_baseline(real, n):
     return np.repeat(as_images(real)[:1], n, axis=0)
 
 
-def score_set(generated, real, features, real_features=None, train=None, train_features=None, held_out=None, held_features=None, seed=0, ms_ssim_pairs=500):
+def score_set(generated, real, features, real_features=None, train=None, train_features=None, held_out=None, held_features=None, seed=0, ms_ssim_pairs=500, gen_features=None):
     """All cheap and feature metrics of one generated set against `real` (no baselines)."""
     generated, real = as_images(generated), as_images(real)
-    gen_f = features(generated)
+    gen_f = features(generated) if gen_features is None else gen_features
     real_f = features(real) if real_features is None else real_features
     report = {
         "n_generated": len(generated),
@@ -489,9 +489,11 @@ def baseline_reports(real, real_f, extract, n, train=None, train_f=None, seed=0,
         half = len(real) // 2
         floor_gen, floor_f, floor_real, floor_real_f = real[:half], real_f[:half], real[half:], real_f[half:]
         out["floor_note"] = "one half of the real images scored against the other half"
-    out["floor"] = score_set(floor_gen, floor_real, extract, floor_real_f, seed=seed, ms_ssim_pairs=ms_ssim_pairs)
-    for name, images in (("noise", noise_baseline(n, real.shape[1], seed)), ("repeat", repeat_baseline(real, n))):
-        out[name] = score_set(images, real, extract, real_f, train, train_f, seed=seed, ms_ssim_pairs=ms_ssim_pairs)
+    out["floor"] = score_set(floor_gen, floor_real, extract, floor_real_f, seed=seed, ms_ssim_pairs=ms_ssim_pairs, gen_features=floor_f)
+    noise = noise_baseline(n, real.shape[1], seed)
+    out["noise"] = score_set(noise, real, extract, real_f, train, train_f, seed=seed, ms_ssim_pairs=ms_ssim_pairs)
+    repeat_f = np.repeat(real_f[:1], n, axis=0)  # features of one image, repeated like the image
+    out["repeat"] = score_set(repeat_baseline(real, n), real, extract, real_f, train, train_f, seed=seed, ms_ssim_pairs=ms_ssim_pairs, gen_features=repeat_f)
     return out
 
 

@@ -236,3 +236,40 @@ def test_inception_features_offline():
     feats = fn(blobs(4, 8))
     assert feats.shape == (4, 2048)
     assert np.isfinite(feats).all()
+
+
+def test_evaluate_cli_from_run(tmp_path, sets, cli_modules, monkeypatch):
+    import sys
+    import types
+
+    fake = types.ModuleType("covgan_utils.sample")
+    fake.load_generator = lambda run_dir, checkpoint="latest": ("generator", run_dir)
+    fake.generate = lambda generator, seeds, batch_size=64: sets["other"][: len(seeds)]
+    monkeypatch.setitem(sys.modules, "covgan_utils.sample", fake)
+    run = tmp_path / "20260101-000000"
+    run.mkdir()
+    real = _write_folder(tmp_path / "real", sets["real"][:30])
+    out = tmp_path / "run.json"
+    assert cli.main(["evaluate", "--run", str(run), "--real", str(real), "--out", str(out), "--n", "30", "--no-baselines"]) == 0
+    report = json.loads(out.read_text())
+    assert report["source"]["run"] == str(run) and report["generated"]["n_generated"] == 30
+
+
+def test_domain_encoder_config_matches_train_split():
+    from covgan_utils import data, encoder
+
+    config = json.loads((encoder.ENCODER_DIR / "config.json").read_text())
+    assert config["weights_sha256"] == data.sha256_of(encoder.ENCODER_DIR / encoder.WEIGHTS_NAME)
+    assert (encoder.ENCODER_DIR / encoder.WEIGHTS_NAME).stat().st_size < 2_000_000
+    split = config["recipe"]["split"]
+    assert split["val_fraction"] == 0.2 and split["split_seed"] == 0 and set(split["classes"]) == set(data.CLASSES)
+    try:
+        ds = data.load_dataset(classes=data.CLASSES, flip=True)
+    except data.DataError:
+        pytest.skip("real COVID-CT data not available")
+    train_idx, val_idx = data.split_by_patient(ds.patients, val_fraction=0.2, seed=0)
+    import hashlib
+
+    val_patients = sorted(np.unique(ds.patients[val_idx]))
+    assert hashlib.sha256("\n".join(val_patients).encode()).hexdigest() == config["split"]["val_patients_sha256"]
+    assert config["split"]["train_images"] == len(train_idx)
