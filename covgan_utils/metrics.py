@@ -328,13 +328,11 @@ def duplicate_fraction(images, threshold=DUPLICATE_RMS):
 
 def save_nearest_pairs(generated, train, nearest_index, nearest_distance, out_file, count=8):
     """Save the `count` samples closest to their nearest training image, side by side, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg") if not _in_notebook() else None
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, works without a display
 
     order = np.argsort(nearest_distance)[:count]
-    fig, axes = plt.subplots(2, len(order), figsize=(1.6 * len(order), 3.6), squeeze=False)
+    fig = Figure(figsize=(1.6 * len(order), 3.6))
+    axes = fig.subplots(2, len(order), squeeze=False)
     for col, i in enumerate(order):
         axes[0, col].imshow(generated[i, ..., 0], cmap="gray", vmin=-1, vmax=1)
         axes[0, col].set_title(f"d={nearest_distance[i]:.2f}", fontsize=8)
@@ -349,12 +347,6 @@ def save_nearest_pairs(generated, train, nearest_index, nearest_distance, out_fi
     out_file.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_file, dpi=100)
     return fig
-
-
-def _in_notebook():
-    import sys
-
-    return "ipykernel" in sys.modules
 
 
 # ---------------------------------------------------------------- features
