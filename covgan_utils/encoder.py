@@ -86,12 +86,25 @@ def _load(folder):
     if not weights.is_file():
         raise FileNotFoundError(f"no domain encoder weights at {weights}; train them with `python -m covgan_utils metrics train-encoder`")
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    expected = config.get("weights_sha256")
-    if expected and expected != sha256_of(weights):
-        warnings.warn(f"{weights} does not match the SHA-256 recorded in config.json; features may differ from the documented ones", stacklevel=2)
     full, backbone = build({**RECIPE, **config.get("recipe", {})})
     full.load_weights(weights)
+    expected = config.get("weights_sha256")
+    if expected and expected != weights_digest(full):
+        warnings.warn(f"{weights} does not match the SHA-256 recorded in config.json; features may differ from the documented ones", stacklevel=3)
     return backbone
+
+
+def weights_digest(model):
+    """SHA-256 of the weight values (float32 little-endian, with shapes, in layer order).
+
+    Unlike the .h5 file's own digest (HDF5 stores write times), it is the same for every
+    reproduction of the training run."""
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        w = np.ascontiguousarray(w, dtype="<f4")
+        digest.update(str(w.shape).encode())
+        digest.update(w.tobytes())
+    return digest.hexdigest()
 
 
 def embed(model, images, batch_size=256):
@@ -192,7 +205,8 @@ def train_encoder(path=None, out_dir=None, epochs=None, recipe=RECIPE, verbose=T
     config = {
         "description": "Domain encoder for KID/FID/PRDC features; see covgan_utils/encoder.py for the recipe.",
         "weights": WEIGHTS_NAME,
-        "weights_sha256": sha256_of(weights),
+        "weights_sha256": weights_digest(full),
+        "file_sha256": sha256_of(weights),
         "recipe": recipe,
         "split": {
             "train_images": int(len(train)),

@@ -259,7 +259,10 @@ def test_domain_encoder_config_matches_train_split():
     from covgan_utils import data, encoder
 
     config = json.loads((encoder.ENCODER_DIR / "config.json").read_text())
-    assert config["weights_sha256"] == data.sha256_of(encoder.ENCODER_DIR / encoder.WEIGHTS_NAME)
+    assert config["file_sha256"] == data.sha256_of(encoder.ENCODER_DIR / encoder.WEIGHTS_NAME)
+    full, _ = encoder.build(config["recipe"])
+    full.load_weights(encoder.ENCODER_DIR / encoder.WEIGHTS_NAME)
+    assert encoder.weights_digest(full) == config["weights_sha256"]
     assert (encoder.ENCODER_DIR / encoder.WEIGHTS_NAME).stat().st_size < 2_000_000
     split = config["recipe"]["split"]
     assert split["val_fraction"] == 0.2 and split["split_seed"] == 0 and set(split["classes"]) == set(data.CLASSES)
