@@ -13,7 +13,7 @@ Recipe (`train_encoder`, also `python -m covgan_utils metrics train-encoder`):
   the two views, which asks for augmentation-invariant features of all training scans;
 - augmentation: random crop (72-100% side) resized back to 128, contrast x[0.8, 1.2], brightness
   +-0.1, Gaussian noise 0.03;
-- Adam 1e-3, batch 64, seeded (`keras.utils.set_random_seed` and TF op determinism).
+- Adam 1e-3, batch 64, 60 epochs, seeded (`keras.utils.set_random_seed` and TF op determinism).
 Weights: models/domain_encoder/encoder.weights.h5 (+ config.json with this recipe, the split and the
 SHA-256 of the weights file).
 """
@@ -34,7 +34,7 @@ RECIPE = {
     "embed_dim": 128,
     "projection_dim": 64,
     "temperature": 0.2,
-    "epochs": 25,
+    "epochs": 60,
     "batch_size": 64,
     "learning_rate": 1e-3,
     "crop_min": 0.72,
