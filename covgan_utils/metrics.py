@@ -52,11 +52,14 @@ def as_images(images):
     return images
 
 
+def subsample_index(count, n, seed=0):
+    """Sorted indices of at most `n` of `count` items, drawn without replacement."""
+    return np.sort(np.random.RandomState(seed).permutation(count)[: min(n, count)])
+
+
 def subsample(images, n, seed=0):
-    """At most `n` images drawn without replacement (all of them, in a seeded order, when fewer)."""
-    rng = np.random.RandomState(seed)
-    index = rng.permutation(len(images))[: min(n, len(images))]
-    return images[np.sort(index)]
+    """At most `n` images drawn without replacement (all of them when fewer)."""
+    return images[subsample_index(len(images), n, seed)]
 
 
 # ---------------------------------------------------------------- sliced Wasserstein distance
@@ -438,9 +441,10 @@ def score_set(generated, real, features, real_features=None, train=None, train_f
 def evaluate_images(generated, real, train=None, n=500, features="domain", seed=0, baselines=True, ms_ssim_pairs=500, nearest_png=None):
     """Evaluate a generated set against real held-out images -> report dict (JSON-serialisable).
 
-    generated, real, train: [N, 128, 128, 1] in [-1, 1]; each is cut to at most `n` images without
-    replacement (sizes actually used are in the report). `train` (the generator's training images)
-    enables the memorisation test and the real-train-vs-real floor. Baselines, on the same n:
+    generated, real, train: [N, 128, 128, 1] in [-1, 1]; generated and real are cut to at most `n`
+    images without replacement (sizes actually used are in the report). `train` (the generator's
+    training images) enables the memorisation test, which searches all of it, and the
+    real-train-vs-real floor, which uses n of it. Baselines, on the same n:
     "floor" (real train vs real; real split in halves when no train set is given), "noise"
     (clipped Gaussian noise) and "repeat" (one real image repeated).
     """
@@ -449,30 +453,38 @@ def evaluate_images(generated, real, train=None, n=500, features="domain", seed=
     requested = n
     generated = subsample(as_images(generated), n, seed)
     real = subsample(as_images(real), n, seed + 1)
-    train_s = subsample(as_images(train), n, seed + 2) if train is not None else None
     real_f = extract(real)
-    train_f = extract(train_s) if train_s is not None else None
+    train_s = train_f = train_all = train_all_f = None
+    if train is not None:  # memorisation searches the whole training set; the floor uses n of it
+        train_all = as_images(train)
+        train_all_f = extract(train_all)
+        index = subsample_index(len(train_all), n, seed + 2)
+        train_s, train_f = train_all[index], train_all_f[index]
     report = {
         "features": feature_name,
         "n_requested": int(requested),
         "sampling": "without replacement; a side with fewer images than requested is used whole",
         "seed": int(seed),
-        "generated": score_set(generated, real, extract, real_f, train_s, train_f, seed=seed, ms_ssim_pairs=ms_ssim_pairs),
+        "n_train": None if train is None else len(train_all),
+        "generated": score_set(generated, real, extract, real_f, train_all, train_all_f, seed=seed, ms_ssim_pairs=ms_ssim_pairs),
         "real_ms_ssim": ms_ssim(real, pairs=ms_ssim_pairs, seed=seed)["mean"],
         "real_duplicate_fraction": duplicate_fraction(real),
     }
     mem = report["generated"].get("memorisation")
     if mem is not None and nearest_png is not None:
-        save_nearest_pairs(generated, train_s, mem["pixels"]["nearest_index"], mem["pixels"]["nearest_distance"], nearest_png)
+        save_nearest_pairs(generated, train_all, mem["pixels"]["nearest_index"], mem["pixels"]["nearest_distance"], nearest_png)
         report["nearest_pairs_png"] = str(nearest_png)
     if baselines:
-        report["baselines"] = baseline_reports(real, real_f, extract, len(generated), train_s, train_f, seed, ms_ssim_pairs)
+        report["baselines"] = baseline_reports(real, real_f, extract, len(generated), train_s, train_f, seed, ms_ssim_pairs, train_all, train_all_f)
     report["wall_seconds"] = round(time.time() - started, 2)
     return report
 
 
-def baseline_reports(real, real_f, extract, n, train=None, train_f=None, seed=0, ms_ssim_pairs=500):
-    """Scores of the floor and the two bad generators against `real`, on `n` images each."""
+def baseline_reports(real, real_f, extract, n, train=None, train_f=None, seed=0, ms_ssim_pairs=500, train_all=None, train_all_f=None):
+    """Scores of the floor and the two bad generators against `real`, on `n` images each
+    (`train`: n training images for the floor; `train_all`: the set searched for copies)."""
+    if train_all is None:
+        train_all, train_all_f = train, train_f
     out = {}
     if train is not None:
         floor_gen, floor_f, floor_real, floor_real_f = train[:n], train_f[:n], real, real_f
@@ -483,9 +495,9 @@ def baseline_reports(real, real_f, extract, n, train=None, train_f=None, seed=0,
         out["floor_note"] = "one half of the real images scored against the other half"
     out["floor"] = score_set(floor_gen, floor_real, extract, floor_real_f, seed=seed, ms_ssim_pairs=ms_ssim_pairs, gen_features=floor_f)
     noise = noise_baseline(n, real.shape[1], seed)
-    out["noise"] = score_set(noise, real, extract, real_f, train, train_f, seed=seed, ms_ssim_pairs=ms_ssim_pairs)
+    out["noise"] = score_set(noise, real, extract, real_f, train_all, train_all_f, seed=seed, ms_ssim_pairs=ms_ssim_pairs)
     repeat_f = np.repeat(real_f[:1], n, axis=0)  # features of one image, repeated like the image
-    out["repeat"] = score_set(repeat_baseline(real, n), real, extract, real_f, train, train_f, seed=seed, ms_ssim_pairs=ms_ssim_pairs, gen_features=repeat_f)
+    out["repeat"] = score_set(repeat_baseline(real, n), real, extract, real_f, train_all, train_all_f, seed=seed, ms_ssim_pairs=ms_ssim_pairs, gen_features=repeat_f)
     return out
 
 
