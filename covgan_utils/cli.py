@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "covgan_utils.release",
     "covgan_utils.ablation",
     "covgan_utils.widget",
+    "covgan_utils.metrics",
 )
 
 

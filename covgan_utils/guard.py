@@ -5,26 +5,9 @@ import pathlib
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from covgan_utils import metrics
 from covgan_utils import train as train_lib
-
-BLANK_STD = 0.02  # an image whose pixel std (on [-1, 1]) is below this is "blank"
-
-
-def mean_ms_ssim(images, pairs=32, seed=0):
-    """Mean MS-SSIM over `pairs` random pairs of distinct images [N, 128, 128, 1] in [-1, 1]."""
-    rng = np.random.RandomState(seed)
-    a = rng.randint(0, len(images), pairs)
-    b = (a + rng.randint(1, len(images), pairs)) % len(images)  # never the same index
-    x, y = (tf.constant(images[i] + 1.0) for i in (a, b))  # [P, 128, 128, 1] in [0, 2]
-    score = tf.image.ssim_multiscale(x, y, max_val=2.0, filter_size=7, power_factors=(0.0448, 0.2856, 0.3001, 0.2363))
-    return float(tf.reduce_mean(score))
-
-
-def blank_fraction(images, threshold=BLANK_STD):
-    """Fraction of images whose pixel standard deviation is below `threshold`."""
-    return float(np.mean(images.reshape(len(images), -1).std(axis=1) < threshold))
 
 
 class DivergenceGuard(keras.callbacks.Callback):
@@ -34,7 +17,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         super().__init__()
         self.run_dir, self.config = pathlib.Path(run_dir), config
         self.seeds = list(range(10_000, 10_000 + n_samples))  # fixed guard batch, apart from the grid seeds
-        self.real_ms_ssim = mean_ms_ssim(real_images, pairs=64)
+        self.real_ms_ssim = metrics.ms_ssim(real_images, pairs=64)["mean"]
         self.streak = {"discriminator pinned": 0, "collapse": 0}
         self.trips = 0
 
@@ -56,10 +39,10 @@ class DivergenceGuard(keras.callbacks.Callback):
         if done <= c.guard_warmup:
             return None
         images = self.model.sample(self.seeds)
-        if blank_fraction(images) > 0.5:
+        if metrics.blank_fraction(images) > 0.5:
             return "blank samples"
         pinned = logs.get("d_acc_real", 0) >= 0.999 and logs.get("d_acc_fake", 0) >= 0.999
-        diverse = mean_ms_ssim(images, pairs=32)
+        diverse = metrics.ms_ssim(images, pairs=32)["mean"]
         collapsed = diverse > self.real_ms_ssim + c.guard_collapse_margin
         for name, bad in (("discriminator pinned", pinned), ("collapse", collapsed)):
             self.streak[name] = self.streak[name] + 1 if bad else 0

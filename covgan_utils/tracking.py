@@ -1,0 +1,136 @@
+"""Metric tracking during training: a Keras callback writing `metric-<name>.jsonl` into the run folder,
+marking the best checkpoint by KID, and `plot_metric_curves` to draw those files."""
+import json
+import pathlib
+import time
+
+import keras
+import numpy as np
+
+from covgan_utils import metrics
+
+CHEAP_METRICS = ("swd", "ms_ssim", "blank_fraction", "duplicate_fraction", "kid")
+
+
+def append_jsonl(file, record):
+    with open(file, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(file):
+    lines = pathlib.Path(file).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+class MetricsCallback(keras.callbacks.Callback):
+    """Every `every` epochs: sample `n` images from fixed `seeds` and write the cheap metrics (SWD,
+    MS-SSIM, blank and duplicate fractions, KID on domain-encoder features) as one JSON line each to
+    `<run_dir>/metric-<name>.jsonl` ({"epoch": completed epochs, "value": v, ...}).
+
+    On a new lowest KID it writes `best.json` {"epoch", "metric", "value"} and, when the model has
+    `save_checkpoint(path, epoch)`, saves `checkpoint-best.npz`. Samples come from `model.sample(seeds)`
+    when the model has it, else from `model.generator.predict` on seeded normal noise.
+    """
+
+    def __init__(self, run_dir, real_val, real_train=None, every=5, n=200, seeds=None, ms_ssim_pairs=100, swd_per_image=128, encoder=None):
+        super().__init__()
+        self.run_dir = pathlib.Path(run_dir)
+        self.every = max(1, int(every))
+        self.n = int(n)
+        self.seeds = list(range(self.n)) if seeds is None else list(seeds)
+        self.real_val = metrics.subsample(metrics.as_images(real_val), self.n, seed=1)
+        self.real_train = None if real_train is None else metrics.subsample(metrics.as_images(real_train), self.n, seed=2)
+        self.ms_ssim_pairs = ms_ssim_pairs
+        self.swd_per_image = swd_per_image
+        self._encoder = encoder
+        self._real_features = None
+        self.best = None
+        best_file = self.run_dir / "best.json"
+        if best_file.is_file():  # a resumed run keeps its best so far
+            self.best = json.loads(best_file.read_text()).get("value")
+
+    def _features(self, images):
+        from covgan_utils import encoder
+
+        if self._encoder is None:
+            self._encoder = encoder.load_encoder()
+        return encoder.embed(self._encoder, images)
+
+    def sample(self):
+        model = self.model
+        if hasattr(model, "sample"):
+            return np.asarray(model.sample(self.seeds), np.float32)
+        generator = model.generator
+        dim = generator.input_shape[-1]
+        noise = np.stack([np.random.RandomState(s).standard_normal(dim) for s in self.seeds]).astype(np.float32)
+        return np.asarray(generator.predict(noise, verbose=0), np.float32)
+
+    def evaluate(self, epoch):
+        """Compute and record the cheap metrics after `epoch` completed epochs -> {name: value}."""
+        started = time.time()
+        images = self.sample()
+        if self._real_features is None:
+            self._real_features = self._features(self.real_val)
+        gen_f = self._features(images)
+        s = metrics.swd(images, self.real_val, per_image=self.swd_per_image)
+        k = metrics.kid(gen_f, self._real_features)
+        values = {
+            "swd": (s["mean"], {"levels": s["levels"]}),
+            "ms_ssim": (metrics.ms_ssim(images, pairs=self.ms_ssim_pairs)["mean"], {}),
+            "blank_fraction": (metrics.blank_fraction(images), {}),
+            "duplicate_fraction": (metrics.duplicate_fraction(images), {}),
+            "kid": (k["mean"], {"std": k["std"]}),
+        }
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        seconds = round(time.time() - started, 2)
+        for name, (value, extra) in values.items():
+            append_jsonl(self.run_dir / f"metric-{name}.jsonl", {"epoch": int(epoch), "value": float(value), "n": len(images), **extra, "seconds": seconds})
+        kid_value = values["kid"][0]
+        if self.best is None or kid_value < self.best:
+            self.best = kid_value
+            (self.run_dir / "best.json").write_text(json.dumps({"epoch": int(epoch), "metric": "kid", "value": float(kid_value)}) + "\n")
+            if hasattr(self.model, "save_checkpoint"):
+                self.model.save_checkpoint(self.run_dir / "checkpoint-best.npz", epoch)
+        return {name: v for name, (v, _) in values.items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        if done % self.every == 0:
+            result = self.evaluate(done)
+            if logs is not None:
+                logs.update({f"metric_{k}": v for k, v in result.items()})
+
+
+def plot_metric_curves(run_dir):
+    """Figure with one panel per `metric-*.jsonl` file in `run_dir` (value against epoch; the best
+    epoch from best.json is marked)."""
+    import matplotlib.pyplot as plt
+
+    run_dir = pathlib.Path(run_dir)
+    files = sorted(run_dir.glob("metric-*.jsonl"))
+    best = json.loads((run_dir / "best.json").read_text()) if (run_dir / "best.json").is_file() else None
+    if not files:
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.text(0.5, 0.5, f"no metric-*.jsonl in {run_dir.name}", ha="center", va="center")
+        ax.axis("off")
+        return fig
+    cols = min(3, len(files))
+    rows = (len(files) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+    for ax, file in zip(axes.ravel(), files):
+        name = file.stem[len("metric-"):]
+        records = read_jsonl(file)
+        epochs = [r["epoch"] for r in records]
+        values = [r["value"] for r in records]
+        ax.plot(epochs, values, marker="o", ms=3)
+        if "std" in (records[0] if records else {}):
+            std = np.array([r["std"] for r in records])
+            ax.fill_between(epochs, np.array(values) - std, np.array(values) + std, alpha=0.25)
+        if best is not None:
+            ax.axvline(best["epoch"], color="gray", ls="--", lw=1)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+    for ax in axes.ravel()[len(files):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

