@@ -36,7 +36,11 @@ def export_release(run_dir, release_dir=None, checkpoint="latest"):
     arrays = {f"g/{i:04d}": np.asarray(v.numpy()).astype(np.float16) if v.dtype == "float32" else np.asarray(v.numpy()) for i, v in enumerate(generator.variables)}
     np.savez_compressed(release_dir / WEIGHTS, **arrays)
     config_lib.Config.load(run_dir).save(release_dir)
-    (release_dir / "source.json").write_text(json.dumps({"run": pathlib.Path(run_dir).name, "checkpoint": str(checkpoint)}) + "\n")
+    file = sample_lib.checkpoint_file(pathlib.Path(run_dir), checkpoint)
+    with np.load(file, allow_pickle=False) as z:
+        epoch, ema = int(z["epoch"]), "ema/0000" in z.files
+    source = {"run": pathlib.Path(run_dir).name, "checkpoint": file.name, "epoch": epoch, "weights": "EMA generator" if ema else "generator"}
+    (release_dir / "source.json").write_text(json.dumps(source) + "\n")
     return release_dir / WEIGHTS
 
 

@@ -118,7 +118,7 @@ def _load_run_generator(run_dir, checkpoint):
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     config = config_lib.Config.load(run_dir)
-    file = _checkpoint_file(run_dir, checkpoint, train_lib)
+    file = checkpoint_file(run_dir, checkpoint)
     generator = train_lib.build_generator(config)
     with np.load(file, allow_pickle=False) as z:
         group = "ema" if any(k.startswith("ema/") for k in z.files) else "g"
@@ -126,7 +126,10 @@ def _load_run_generator(run_dir, checkpoint):
     return generator
 
 
-def _checkpoint_file(run_dir, checkpoint, train_lib):
+def checkpoint_file(run_dir, checkpoint="latest"):
+    """Path of a run's checkpoint: "latest", "best", an epoch number, or a file path."""
+    from covgan_utils import train as train_lib
+
     if checkpoint == "latest":
         file = train_lib.latest_checkpoint(run_dir)
     elif checkpoint == "best":
