@@ -558,10 +558,10 @@ def real_split(path=None, flip=True):
     return data.load_split(path, classes=("CT_COVID",), flip=flip, val_fraction=0.2, seed=0)
 
 
-def _images_from_run(run, n, seed):
-    from covgan_utils import sample  # provided by the training side of the project
+def _images_from_run(run, n, seed, checkpoint="latest"):
+    from covgan_utils import sample
 
-    generator = sample.load_generator(run)
+    generator = sample.load_generator(run, checkpoint)
     return sample.generate(generator, list(range(seed, seed + n)))
 
 
@@ -569,13 +569,14 @@ def add_commands(subparsers):
     p = subparsers.add_parser("evaluate", help="score generated slices against real ones (JSON report)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--generated", help="folder of generated images")
-    source.add_argument("--run", help="run folder: sample n images from its latest checkpoint")
+    source.add_argument("--run", help="run folder: sample n images (seeds S..S+n-1) from one of its checkpoints")
     p.add_argument("--real", required=True, help="folder of real held-out images")
     p.add_argument("--train", help="folder of the generator's training images (memorisation test, floor)")
     p.add_argument("--out", required=True, help="report JSON file")
     p.add_argument("--n", type=int, default=500, help="images per side (default 500)")
     p.add_argument("--features", default="domain", choices=("domain", "inception", "auto"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default="latest", help="with --run: latest | best | epoch number | file")
     p.add_argument("--no-baselines", action="store_true", help="skip the floor and bad-generator baselines")
     p.add_argument("--downstream", action="store_true", help="also run the (slow) downstream classifier test")
     p.set_defaults(func=_evaluate)
@@ -603,7 +604,7 @@ def _evaluate(args):
             raise FileNotFoundError(f"--{name} folder {folder} does not exist")
     real = data.load_folder(args.real)
     train = data.load_folder(args.train) if args.train else None
-    generated = data.load_folder(args.generated) if args.generated else _images_from_run(args.run, args.n, args.seed)
+    generated = data.load_folder(args.generated) if args.generated else _images_from_run(args.run, args.n, args.seed, args.checkpoint)
     out = pathlib.Path(args.out)
     report = evaluate_images(generated, real, train, n=args.n, features=args.features, seed=args.seed,
                              baselines=not args.no_baselines, nearest_png=out.with_suffix(".nearest.png") if train is not None else None)
