@@ -116,7 +116,7 @@ def load_autoencoder(run_dir):
     if not model_file.is_file():
         raise FileNotFoundError(f"no {MODEL_FILE} in {run_dir}: train one with `python -m covgan_utils widget train`")
     config = AutoencoderConfig.from_json(json.loads((run_dir / "config.json").read_text()))
-    model = keras.models.load_model(model_file, compile=False)
+    model = keras.models.load_model(model_file, compile=False, safe_mode=True)  # never deserialises code
     return config, model.get_layer("encoder"), model.get_layer("decoder")
 
 

@@ -83,3 +83,13 @@ def test_release_export_round_trip_is_float16_and_code_free(run, tmp_path):
     np.testing.assert_allclose(sample.generate(g, [0, 1]), expected, atol=0.02)
     with pytest.raises(FileNotFoundError, match="no released model"):
         release.load_release(tmp_path / "nothing")
+
+
+def test_committed_release_loads_by_default_and_is_not_blank():
+    from covgan_utils import metrics, paths
+
+    if not (paths.RELEASE_DIR / "generator.npz").is_file():
+        pytest.skip("no released model in this checkout")
+    images = sample.generate(sample.load_generator(), range(8))  # no run: the released model
+    assert images.shape == (8, 128, 128, 1) and -1.0 <= images.min() and images.max() <= 1.0
+    assert metrics.blank_fraction(images) == 0.0 and metrics.duplicate_fraction(images) == 0.0
