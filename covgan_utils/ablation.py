@@ -102,7 +102,8 @@ def evaluate(run_dirs, n=500, data_dir=None, val=None, train_images=None):
         train_ds, val_ds = data.load_split(data_dir)
         train_images, val = train_ds.images, val_ds.images
     for run_dir in map(pathlib.Path, run_dirs):
-        generated = sample.generate(sample.load_generator(run_dir), range(n))
+        generated = sample.generate(sample.load_generator(run_dir), range(n))  # seeds 0..n-1
+        sample.save_grid(generated[:36], run_dir / "samples-final.png")
         report = metrics.evaluate_images(generated, val, train=train_images, n=n, baselines=False)
         metrics.write_report(report, run_dir / "eval.json")
 

@@ -1,0 +1,30 @@
+import json
+
+import numpy as np
+
+from covgan_utils import ablation, config
+
+
+def test_rows_change_one_thing_at_a_time():
+    base = ablation.row_config("paper", 0, 5, arch="lean")
+    assert base.loss == "bce" and base.time_budget_minutes == 5 and base.arch == "lean"
+    r1 = ablation.row_config("+R1", 1, 5, arch="lean")
+    assert r1.r1_gamma > 0 and r1.seed == 1 and r1.batch_size == base.batch_size
+    best = ablation.row_config("best", 0, 5)
+    assert best.upsample == config.get_preset("best").upsample and best.time_budget_minutes == 5
+
+
+def test_run_evaluate_and_table(tmp_path, blob_images, monkeypatch):
+    monkeypatch.setitem(ablation.REMEDIES, "paper", {"g_base_width": 16, "g_widths": (8, 8, 4, 4, 4), "d_widths": (4, 4, 8, 8, 8), "batch_size": 10})
+    runs = ablation.run(["paper"], [0, 1], minutes=1e-4, root=tmp_path, arch="lean", images=blob_images)
+    assert all((r / "done.json").is_file() for r in runs)
+    first = json.loads((runs[0] / "done.json").read_text())
+    assert first["epochs"] == 1 and first["hardware"]
+    assert ablation.run(["paper"], [0], minutes=1e-4, root=tmp_path, arch="lean", images=blob_images) == [runs[0]]  # finished cells are kept
+    ablation.evaluate(runs, n=20, val=blob_images[:20], train_images=blob_images[20:])
+    assert (runs[0] / "samples-final.png").is_file()
+    table = ablation.table(tmp_path)
+    row = [line for line in table.splitlines() if line.startswith("| paper |")][0]
+    assert "| 2 |" in row and "±" in row
+    kid = [json.loads((r / "eval.json").read_text())["generated"]["kid"]["mean"] for r in runs]
+    assert f"{np.mean(kid):.4f}" in row
