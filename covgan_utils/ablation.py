@@ -115,6 +115,13 @@ def _get(report, keys):
     return float(value)
 
 
+def _cell(report, keys, fmt):
+    try:
+        return fmt.format(_get(report, keys))
+    except (KeyError, TypeError):
+        return "n/a"
+
+
 def table(root, floor=None):
     """Markdown table: one row per ablation row, mean +- std over seeds, from eval.json/done.json files."""
     root = pathlib.Path(root)
@@ -135,7 +142,7 @@ def table(root, floor=None):
             values.append(fmt.format(xs.mean()) + (f" ± {fmt.format(xs.std())}" if len(xs) > 1 else ""))
         lines.append(f"| {row} | " + " | ".join(values) + " |")
     if floor is not None:
-        lines.append("| real train vs val (floor) | | | " + " | ".join(fmt.format(_get(floor, keys)) for _, keys, fmt in COLUMNS) + " |")
+        lines.append("| real train vs val (floor) | | | " + " | ".join(_cell(floor, keys, fmt) for _, keys, fmt in COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -157,7 +164,13 @@ def add_commands(subparsers):
     e.set_defaults(func=_cli_evaluate)
     t = sub.add_parser("report", help="print the markdown table")
     t.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
-    t.set_defaults(func=lambda a: print(table(a.root or paths.MODELS_DIR / "ablation")))
+    t.add_argument("--floor", help="an evaluate report JSON whose baselines hold the real-vs-real floor")
+    t.set_defaults(func=_cli_report)
+
+
+def _cli_report(args):
+    floor = json.loads(pathlib.Path(args.floor).read_text())["baselines"]["floor"] if args.floor else None
+    print(table(args.root or paths.MODELS_DIR / "ablation", floor))
 
 
 def _cli_evaluate(args):
