@@ -1,0 +1,43 @@
+"""Seconds per training step of presets, measured in one process against the `quick` preset as reference.
+
+    python tools/bench_step.py --presets paper quick --steps 3
+"""
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from covgan_utils import config, train  # noqa: E402
+
+
+def seconds_per_step(preset, steps):
+    cfg = config.get_preset(preset)
+    gan = train.GAN(cfg)
+    gan.compile()
+    batch = np.zeros((cfg.batch_size, 128, 128, 1), np.float32)
+    step = train.tf.function(gan.train_step)
+    step(batch)  # trace and warm up
+    start = time.perf_counter()
+    for _ in range(steps):
+        logs = step(batch)
+    float(logs["g_loss"])
+    return (time.perf_counter() - start) / steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["paper", "quick"])
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args()
+    times = {p: seconds_per_step(p, args.steps) for p in args.presets}
+    ref = times.get("quick")
+    for preset, sec in times.items():
+        ratio = f", {sec / ref:.1f}x quick" if ref else ""
+        print(f"{preset}: {sec:.2f} s per step (batch {config.get_preset(preset).batch_size}){ratio}")
+
+
+if __name__ == "__main__":
+    main()
