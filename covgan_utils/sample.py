@@ -5,7 +5,6 @@ import numpy as np
 from PIL import Image
 
 from covgan_utils import data as data_lib
-from covgan_utils import paths
 
 LATENT_DIM = 100
 
@@ -197,7 +196,3 @@ def _cli_interpolate(args):
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_strip(frames, args.out)
     print(args.out)
-
-
-def default_release_dir():
-    return paths.RELEASE_DIR
