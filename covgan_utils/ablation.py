@@ -57,7 +57,7 @@ def row_config(row, seed, minutes, arch="paper", base="paper"):
         cfg = cfg.replace(arch="paper")
     return cfg.replace(
         preset=f"ablation-{slug(row)}", seed=seed, epochs=1_000_000, time_budget_minutes=minutes,
-        sample_every=1_000_000, checkpoint_every=1_000_000, metrics_every=0,
+        sample_every=1_000_000, checkpoint_every=5, keep_checkpoints=2, metrics_every=0,  # checkpoints: guard rollbacks
     )
 
 
@@ -94,8 +94,20 @@ def run(rows, seeds, minutes, root=None, arch="paper", data_dir=None, images=Non
     return out
 
 
-def evaluate(run_dirs, n=500, data_dir=None, val=None, train_images=None):
-    """Score each finished run (latest checkpoint, `n` seeds) against the validation split -> eval.json."""
+INCEPTION_COLUMNS = tuple(c for c in COLUMNS if c[0] in ("KID", "FID", "precision", "recall", "coverage"))
+
+
+def report_name(features="domain"):
+    """File an `evaluate` report is written to in each run folder: eval.json or eval-<features>.json."""
+    return "eval.json" if features == "domain" else f"eval-{features}.json"
+
+
+def evaluate(run_dirs, n=500, data_dir=None, val=None, train_images=None, features="domain"):
+    """Score each finished run (latest checkpoint, `n` seeds) against the validation split -> eval.json.
+
+    `features="inception"` (the `[fid]` extra) writes eval-inception.json instead, without the
+    memorisation test (its pixel part is in eval.json already).
+    """
     from covgan_utils import data, metrics, sample
 
     if val is None:
@@ -103,9 +115,11 @@ def evaluate(run_dirs, n=500, data_dir=None, val=None, train_images=None):
         train_images, val = train_ds.images, val_ds.images
     for run_dir in map(pathlib.Path, run_dirs):
         generated = sample.generate(sample.load_generator(run_dir), range(n))  # seeds 0..n-1
-        sample.save_grid(generated[:36], run_dir / "samples-final.png")
-        report = metrics.evaluate_images(generated, val, train=train_images, n=n, baselines=False)
-        metrics.write_report(report, run_dir / "eval.json")
+        if features == "domain":
+            sample.save_grid(generated[:36], run_dir / "samples-final.png")
+        train_arg = train_images if features == "domain" else None
+        report = metrics.evaluate_images(generated, val, train=train_arg, n=n, features=features, baselines=False)
+        metrics.write_report(report, run_dir / report_name(features))
 
 
 def _get(report, keys):
@@ -122,27 +136,28 @@ def _cell(report, keys, fmt):
         return "n/a"
 
 
-def table(root, floor=None):
-    """Markdown table: one row per ablation row, mean +- std over seeds, from eval.json/done.json files."""
+def table(root, floor=None, features="domain"):
+    """Markdown table: one row per ablation row, mean +- std over seeds, from eval*.json/done.json files."""
     root = pathlib.Path(root)
+    columns = COLUMNS if features == "domain" else INCEPTION_COLUMNS
     cells = {}
     for done_file in sorted(root.glob("*/done.json")):
-        eval_file = done_file.parent / "eval.json"
+        eval_file = done_file.parent / report_name(features)
         if not eval_file.is_file():
             continue
         done, report = json.loads(done_file.read_text()), json.loads(eval_file.read_text())
         cells.setdefault(done["row"], []).append((done, report["generated"]))
-    header = ["row", "seeds", "epochs in budget"] + [c[0] for c in COLUMNS]
+    header = ["row", "seeds", "epochs in budget"] + [c[0] for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in [r for r in REMEDIES if r in cells]:
         runs = cells[row]
         values = [f"{len(runs)}", f"{np.mean([d['epochs'] for d, _ in runs]):.0f}"]
-        for _, keys, fmt in COLUMNS:
+        for _, keys, fmt in columns:
             xs = np.array([_get(g, keys) for _, g in runs])
             values.append(fmt.format(xs.mean()) + (f" ± {fmt.format(xs.std())}" if len(xs) > 1 else ""))
         lines.append(f"| {row} | " + " | ".join(values) + " |")
     if floor is not None:
-        lines.append("| real train vs val (floor) | | | " + " | ".join(_cell(floor, keys, fmt) for _, keys, fmt in COLUMNS) + " |")
+        lines.append("| real train vs val (floor) | | | " + " | ".join(_cell(floor, keys, fmt) for _, keys, fmt in columns) + " |")
     return "\n".join(lines)
 
 
@@ -161,18 +176,20 @@ def add_commands(subparsers):
     e = sub.add_parser("evaluate", help="score every finished run against the validation split")
     e.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
     e.add_argument("--n", type=int, default=500)
+    e.add_argument("--features", choices=("domain", "inception"), default="domain", help="inception: the [fid] extra, writes eval-inception.json")
     e.set_defaults(func=_cli_evaluate)
     t = sub.add_parser("report", help="print the markdown table")
     t.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
     t.add_argument("--floor", help="an evaluate report JSON whose baselines hold the real-vs-real floor")
+    t.add_argument("--features", choices=("domain", "inception"), default="domain", help="which eval*.json files to tabulate")
     t.set_defaults(func=_cli_report)
 
 
 def _cli_report(args):
     floor = json.loads(pathlib.Path(args.floor).read_text())["baselines"]["floor"] if args.floor else None
-    print(table(args.root or paths.MODELS_DIR / "ablation", floor))
+    print(table(args.root or paths.MODELS_DIR / "ablation", floor, args.features))
 
 
 def _cli_evaluate(args):
     root = pathlib.Path(args.root or paths.MODELS_DIR / "ablation")
-    evaluate(sorted(d.parent for d in root.glob("*/done.json")), n=args.n)
+    evaluate(sorted(d.parent for d in root.glob("*/done.json")), n=args.n, features=args.features)

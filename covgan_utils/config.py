@@ -16,7 +16,9 @@ class Config:
     g_base_width: int = 256  # lean: channels of the 4x4 map
     g_widths: tuple = (128, 64, 32, 16, 8)  # lean: channels after each doubling, 8 -> 128
     d_widths: tuple = (16, 32, 64, 128, 256)  # lean: channels after each halving, 64 -> 4
-    upsample: str = "transpose"  # "transpose" (paper) | "resize" (nearest + conv, no checkerboard)
+    upsample: str = "transpose"  # "transpose" (paper) | "resize" (nearest + conv, no checkerboard) | "bilinear"
+    g_block_convs: int = 1  # lean: 3x3 convolutions per doubling
+    g_out_kernel: int = 1  # lean: kernel of the tanh output convolution (1 or 3)
     d_dropout: float = 0.3
     spectral_norm: bool = False
     # optimisation
@@ -90,7 +92,8 @@ PRESETS = {
     # Recommended recipe: resize-conv generator (no checkerboard), non-saturating loss + R1, DiffAugment
     # (translation, cutout) with adaptive probability, generator EMA, divergence guard.
     "best": Config(
-        preset="best", upsample="resize", d_widths=(32, 64, 128, 256, 256), d_dropout=0.0, batch_size=32,
+        preset="best", upsample="bilinear", g_widths=(256, 128, 64, 32, 16), g_block_convs=2, g_out_kernel=3,
+        d_widths=(32, 64, 128, 256, 256), d_dropout=0.0, batch_size=32,
         loss="non-saturating", r1_gamma=0.2, r1_every=4, augment="translation,cutout", ada_target=0.6, ema_decay=0.99,
         epochs=400, sample_every=10, checkpoint_every=10, metrics_every=10, guard=True,
     ),

@@ -20,6 +20,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         self.real_ms_ssim = metrics.ms_ssim(real_images, pairs=64)["mean"]
         self.streak = {"discriminator pinned": 0, "collapse": 0}
         self.trips = 0
+        self.offset = 0  # epochs run minus the age of the weights (grows on every rollback)
 
     def on_train_begin(self, logs=None):
         if train_lib.latest_checkpoint(self.run_dir) is None:  # always something to roll back to
@@ -36,7 +37,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         losses = [logs.get("g_loss", 0.0), logs.get("d_loss", 0.0)]
         if not np.all(np.isfinite(losses)) or not all(np.isfinite(v.numpy()).all() for v in self.model.generator.trainable_variables):
             return "non-finite loss or weights"
-        if done <= c.guard_warmup:
+        if done - self.offset <= c.guard_warmup:  # the warm-up restarts after a rollback to early weights
             return None
         images = self.model.sample(self.seeds)
         if metrics.blank_fraction(images) > 0.5:
@@ -53,10 +54,13 @@ class DivergenceGuard(keras.callbacks.Callback):
     def trip(self, done, reason):
         c = self.config
         self.trips += 1
-        checkpoint = train_lib.latest_checkpoint(self.run_dir)
+        bad_epochs = max(self.streak.values()) or 1  # epochs the failure has been visible
+        checkpoint = rollback_target(self.run_dir, done - bad_epochs)
         restored = self.model.load_checkpoint(checkpoint)
-        for opt in (self.model.g_optimizer, self.model.d_optimizer):
-            opt.learning_rate.assign(opt.learning_rate * c.guard_lr_factor)
+        self.offset = done - restored
+        factor = c.guard_lr_factor ** self.trips  # compounds: restoring a checkpoint restores its LR
+        self.model.g_optimizer.learning_rate.assign(c.lr_g * factor)
+        self.model.d_optimizer.learning_rate.assign(c.lr_d * factor)
         self.streak = {k: 0 for k in self.streak}
         row = {
             "epoch": done, "reason": reason, "rolled_back_to": restored, "checkpoint": checkpoint.name,
@@ -69,3 +73,12 @@ class DivergenceGuard(keras.callbacks.Callback):
         if self.trips >= c.guard_max_trips:
             print(f"guard: {self.trips} trips, stopping the run")
             self.model.stop_training = True
+
+
+def rollback_target(run_dir, last_good_epoch):
+    """Newest `checkpoint-NNNNNN.npz` saved at or before `last_good_epoch` (else the oldest one kept)."""
+    found = sorted(p for p in pathlib.Path(run_dir).glob("checkpoint-*.npz") if train_lib.CHECKPOINT_RE.search(p.name))
+    if not found:
+        raise FileNotFoundError(f"the divergence guard found no checkpoint in {run_dir} to roll back to")
+    good = [p for p in found if int(train_lib.CHECKPOINT_RE.search(p.name).group(1)) <= last_good_epoch]
+    return good[-1] if good else found[0]

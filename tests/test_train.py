@@ -36,6 +36,15 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, blob_images, extra):
     assert _strip(whole / "stats.jsonl") == _strip(part / "stats.jsonl")
 
 
+def test_resume_takes_the_new_time_budget_and_checkpoints_where_it_stops(tmp_path, blob_images):
+    cfg = config.get_preset("smoke", epochs=1, checkpoint_every=100)
+    run = train.train(cfg, tmp_path / "run", images=blob_images, verbose=False)
+    run = train.train(cfg.replace(epochs=50, time_budget_minutes=1e-6), run, images=blob_images, resume=True, verbose=False)
+    assert train.latest_checkpoint(run).name == "checkpoint-000002.npz"  # one epoch past the budget, saved on stop
+    saved = config.Config.load(run)
+    assert (saved.epochs, saved.time_budget_minutes, saved.checkpoint_every) == (50, 1e-6, 100)
+
+
 @pytest.mark.parametrize("loss", ["bce", "hinge", "wgan-gp"])
 def test_losses_train_and_stay_finite(tmp_path, blob_images, loss):
     cfg = config.get_preset("smoke", loss=loss, epochs=1, spectral_norm=loss == "hinge")
@@ -68,3 +77,17 @@ def test_time_budget_stops_early_and_checkpoints(tmp_path, blob_images):
     run = train.train(cfg, tmp_path / "run", images=blob_images, verbose=False)
     assert [json.loads(line)["epoch"] for line in open(run / "stats.jsonl")] == [1]
     assert train.latest_checkpoint(run).name == "checkpoint-000001.npz"
+
+
+def test_ema_batchnorm_statistics_fit_the_averaged_weights():
+    gan = train.GAN(config.get_preset("smoke", ema_decay=0.9))
+    kernel = gan.ema_generator.get_layer("project").kernel
+    kernel.assign(kernel * 3.0)  # averaged weights whose activations the live statistics do not describe
+    z = sample.noise_for_seeds(range(train.EMA_STATS_SEED, train.EMA_STATS_SEED + 256), 100)
+    stale = np.asarray(gan.ema_generator(z, training=False))
+    gan.refresh_ema_batchnorm()
+    fitted = np.asarray(gan.ema_generator(z, training=False))
+    batch_stats = np.asarray(gan.ema_generator(z, training=True))  # normalised with the batch's own statistics
+    np.testing.assert_allclose(fitted, batch_stats, atol=2e-3)
+    assert np.abs(stale - batch_stats).max() > 0.05
+    assert all(layer.momentum == 0.99 for layer in gan.ema_generator.layers if hasattr(layer, "moving_mean"))
