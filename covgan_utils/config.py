@@ -92,8 +92,7 @@ PRESETS = {
     # Recommended recipe: resize-conv generator (no checkerboard), non-saturating loss + R1, DiffAugment
     # (translation, cutout) with adaptive probability, generator EMA, divergence guard.
     "best": Config(
-        preset="best", upsample="bilinear", g_widths=(256, 128, 64, 32, 16), g_block_convs=2, g_out_kernel=3,
-        d_widths=(32, 64, 128, 256, 256), d_dropout=0.0, batch_size=32,
+        preset="best", upsample="resize", d_widths=(32, 64, 128, 256, 256), d_dropout=0.0, batch_size=32,
         loss="non-saturating", r1_gamma=0.2, r1_every=4, augment="translation,cutout", ada_target=0.6, ema_decay=0.99,
         epochs=400, sample_every=10, checkpoint_every=10, metrics_every=10, guard=True,
     ),
