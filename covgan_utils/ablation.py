@@ -147,17 +147,18 @@ def table(root, floor=None, features="domain"):
             continue
         done, report = json.loads(done_file.read_text()), json.loads(eval_file.read_text())
         cells.setdefault(done["row"], []).append((done, report["generated"]))
-    header = ["row", "seeds", "epochs in budget"] + [c[0] for c in columns]
+    header = ["row", "seeds", "epochs in budget", "wall min"] + [c[0] for c in columns] + ["hardware"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in [r for r in REMEDIES if r in cells]:
         runs = cells[row]
-        values = [f"{len(runs)}", f"{np.mean([d['epochs'] for d, _ in runs]):.0f}"]
+        values = [f"{len(runs)}", f"{np.mean([d['epochs'] for d, _ in runs]):.0f}", f"{np.mean([d['wall_seconds'] for d, _ in runs]) / 60:.1f}"]
         for _, keys, fmt in columns:
             xs = np.array([_get(g, keys) for _, g in runs])
             values.append(fmt.format(xs.mean()) + (f" ± {fmt.format(xs.std())}" if len(xs) > 1 else ""))
+        values.append("; ".join(sorted({d["hardware"] for d, _ in runs})))
         lines.append(f"| {row} | " + " | ".join(values) + " |")
     if floor is not None:
-        lines.append("| real train vs val (floor) | | | " + " | ".join(_cell(floor, keys, fmt) for _, keys, fmt in columns) + " |")
+        lines.append("| real train vs val (floor) | | | | " + " | ".join(_cell(floor, keys, fmt) for _, keys, fmt in columns) + " | |")
     return "\n".join(lines)
 
 

@@ -25,7 +25,8 @@ def test_run_evaluate_and_table(tmp_path, blob_images, monkeypatch):
     assert (runs[0] / "samples-final.png").is_file()
     table = ablation.table(tmp_path)
     row = [line for line in table.splitlines() if line.startswith("| paper |")][0]
-    assert "| 2 |" in row and "±" in row
+    assert "| 2 |" in row and "±" in row and row.rstrip(" |").endswith(first["hardware"])
+    assert f"| {np.mean([json.loads((r / 'done.json').read_text())['wall_seconds'] for r in runs]) / 60:.1f} |" in row
     kid = [json.loads((r / "eval.json").read_text())["generated"]["kid"]["mean"] for r in runs]
     assert f"{np.mean(kid):.4f}" in row
 
@@ -41,5 +42,6 @@ def test_inception_evaluation_gets_its_own_report_and_table(tmp_path, blob_image
     assert report["features"] == "inception" and "memorisation" not in report["generated"]
     assert not (runs[0] / "eval.json").exists()
     header, _, row = ablation.table(tmp_path, features="inception").splitlines()
+    assert "wall min" in header and "hardware" in header
     assert "SWD" not in header and "precision" in header
     assert f"{report['generated']['kid']['mean']:.4f}" in row
