@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "covgan_utils.ablation",
     "covgan_utils.widget",
     "covgan_utils.metrics",
+    "covgan_utils.calibration",
 )
 
 
