@@ -68,6 +68,18 @@ class Config:
             raise ValueError(f"unknown config field(s) {sorted(unknown)}")
         return dataclasses.replace(self, **changes)
 
+    def with_overrides(self, pairs):
+        """Copy with `KEY=VALUE` strings applied (the CLI's --set): values parsed by the field's type,
+        tuples as comma lists (`g_widths=256,128,64,32,16`), booleans as true/false."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        changes = {}
+        for pair in pairs:
+            key, sep, text = pair.partition("=")
+            if not sep or key not in fields:
+                raise ValueError(f"--set expects KEY=VALUE with KEY a config field, got {pair!r}")
+            changes[key] = _parse_value(getattr(self, key), text.strip(), key)
+        return self.replace(**changes)
+
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2)
 
@@ -84,6 +96,20 @@ class Config:
         known = {f.name: f for f in dataclasses.fields(cls)}
         values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in known}
         return cls(**values)
+
+
+def _parse_value(current, text, key):
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if isinstance(current, tuple):
+            kind = type(current[0]) if current else str
+            return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        return type(current)(text)
+    except ValueError:
+        raise ValueError(f"--set {key}={text}: expected a value like {current!r}") from None
 
 
 PRESETS = {

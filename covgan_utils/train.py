@@ -504,6 +504,7 @@ def add_commands(subparsers):
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--minutes", type=float, help="wall-clock budget of this invocation: stop (with a checkpoint) after the first epoch past it")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir (or the newest run of the preset)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="change config fields, e.g. --set g_widths=256,128,64,32,16 loss=hinge")
     p.set_defaults(func=_cli_train)
 
 
@@ -514,7 +515,9 @@ def _cli_train(args):
         raise ValueError("--epochs must be at least 1")
     if args.minutes is not None and args.minutes <= 0:
         raise ValueError("--minutes must be positive")
-    config = config_lib.get_preset(args.preset or config_lib.default_preset(), **overrides)
+    config = config_lib.get_preset(args.preset or config_lib.default_preset(), **overrides).with_overrides(args.set)
+    if args.set and args.resume:
+        raise ValueError("--set cannot change a run being resumed; its config.json is kept")
     if args.resume and args.epochs is None and args.run_dir:
         config = config.replace(epochs=config_lib.Config.load(args.run_dir).epochs)
     run_dir = train(config, args.run_dir, data_dir=args.data, resume=args.resume)

@@ -91,3 +91,23 @@ def test_ema_batchnorm_statistics_fit_the_averaged_weights():
     np.testing.assert_allclose(fitted, batch_stats, atol=2e-3)
     assert np.abs(stale - batch_stats).max() > 0.05
     assert all(layer.momentum == 0.99 for layer in gan.ema_generator.layers if hasattr(layer, "moving_mean"))
+
+
+def test_set_overrides_parse_by_field_type():
+    cfg = config.get_preset("smoke").with_overrides(["g_widths=16,8,8,4,4", "loss=hinge", "spectral_norm=true", "r1_gamma=0.5", "epochs=3"])
+    assert cfg.g_widths == (16, 8, 8, 4, 4) and cfg.loss == "hinge" and cfg.spectral_norm is True
+    assert cfg.r1_gamma == 0.5 and cfg.epochs == 3
+    for bad in (["nope=1"], ["epochs"], ["epochs=many"], ["guard=maybe"]):
+        with pytest.raises(ValueError, match="--set"):
+            config.get_preset("smoke").with_overrides(bad)
+
+
+def test_cli_set_writes_the_changed_config(tmp_path, capsys):
+    from covgan_utils import cli
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "--preset", "smoke", "--run-dir", str(run), "--set", "epochs=1", "max_images=20", "g_steps=2"]) == 0
+    saved = config.Config.load(run)
+    assert (saved.epochs, saved.max_images, saved.g_steps) == (1, 20, 2)
+    assert cli.main(["train", "--preset", "smoke", "--run-dir", str(tmp_path / "other"), "--set", "loss=nope"]) == 2
+    assert "unknown loss" in capsys.readouterr().err
