@@ -70,15 +70,24 @@ def ladder(train, val, features="inception", n=112, seed=0, degradations=None):
     return {"features": name, "n_probe": len(probe), "n_real": len(real), "seed": seed, "rows": rows, "wall_seconds": round(time.time() - started, 1)}
 
 
-def table(report, extra=None):
-    """Markdown table of a ladder report; `extra` adds rows {label: generated-set block of an evaluate report}."""
-    lines = ["| images scored against the validation scans | KID | FID | precision | recall | coverage |", "|---|---|---|---|---|---|"]
-    rows = dict(report["rows"])
+def table(reports, extra=None):
+    """Markdown table of one or more ladder reports side by side (one column group per feature set).
+
+    `extra` adds rows {label: [generated-set block of an evaluate report, one per report]}.
+    """
+    reports = [reports] if isinstance(reports, dict) else list(reports)
+    header = ["images scored against the validation scans"]
+    for r in reports:
+        header += [f"{r['features']} KID", "precision", "recall", "coverage"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = {label: [r["rows"][label] for r in reports] for label in reports[0]["rows"]}
     rows.update(extra or {})
-    for label, r in rows.items():
-        p = r["prdc"]
-        lines.append(f"| {label} | {r['kid']['mean']:.4f} | {r['fid']['value']:.1f} | {p['precision']:.2f} | {p['recall']:.2f} | {p['coverage']:.2f} |")
-    lines.append(f"\nfeatures: {report['features']}; {report['n_probe']} real training scans (degraded) vs {report['n_real']} validation scans")
+    for label, blocks in rows.items():
+        cells = []
+        for b in blocks:
+            p = b["prdc"]
+            cells += [f"{b['kid']['mean']:.4f}", f"{p['precision']:.2f}", f"{p['recall']:.2f}", f"{p['coverage']:.2f}"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -23,8 +23,9 @@ def test_ladder_scores_degradations_worse_than_floor(blob_images):
     rows = report["rows"]
     assert list(rows) == ["real (floor)", "noise 0.15", "32x32 bilinear"] and report["n_probe"] == 20
     assert rows["noise 0.15"]["kid"]["mean"] > rows["real (floor)"]["kid"]["mean"]
-    table = calibration.table(report, extra={"a generator": rows["noise 0.15"]})
+    table = calibration.table([report, report], extra={"a generator": [rows["noise 0.15"]] * 2})
     assert "| a generator |" in table and "| real (floor) |" in table
+    assert table.splitlines()[0].count("domain KID") == 2 and table.splitlines()[2].count("|") == 10
 
 
 def test_calibrate_cli_on_real_scans(tmp_path, capsys):
