@@ -122,6 +122,35 @@ def evaluate(run_dirs, n=500, data_dir=None, val=None, train_images=None, featur
         metrics.write_report(report, run_dir / report_name(features))
 
 
+def curve(run_dir, epochs, n=500, features="domain", data_dir=None, val=None, train_images=None):
+    """Score checkpoints `epochs` of one run -> {epoch: generated block}; writes eval[-features]-<epoch:06d>.json."""
+    from covgan_utils import data, metrics, sample
+
+    if val is None:
+        train_ds, val_ds = data.load_split(data_dir)
+        train_images, val = train_ds.images, val_ds.images
+    run_dir, out = pathlib.Path(run_dir), {}
+    for epoch in epochs:
+        generated = sample.generate(sample.load_generator(run_dir, str(epoch)), range(n))  # seeds 0..n-1
+        train_arg = train_images if features == "domain" else None
+        report = metrics.evaluate_images(generated, val, train=train_arg, n=n, features=features, baselines=False)
+        metrics.write_report(report, run_dir / report_name(features).replace(".json", f"-{int(epoch):06d}.json"))
+        out[int(epoch)] = report["generated"]
+    return out
+
+
+def curve_table(run_dir, features="domain"):
+    """Markdown table of the per-checkpoint reports `curve` wrote in `run_dir`, by epoch."""
+    columns = COLUMNS if features == "domain" else INCEPTION_COLUMNS
+    pattern = re.compile(re.escape(report_name(features).replace(".json", "")) + r"-(\d{6})\.json$")
+    found = sorted((int(m.group(1)), f) for f in pathlib.Path(run_dir).iterdir() if (m := pattern.match(f.name)))
+    lines = ["| epoch | " + " | ".join(c[0] for c in columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for epoch, file in found:
+        generated = json.loads(file.read_text())["generated"]
+        lines.append(f"| {epoch} | " + " | ".join(_cell(generated, keys, fmt) for _, keys, fmt in columns) + " |")
+    return "\n".join(lines)
+
+
 def _get(report, keys):
     value = report
     for k in keys:
@@ -179,6 +208,13 @@ def add_commands(subparsers):
     e.add_argument("--n", type=int, default=500)
     e.add_argument("--features", choices=("domain", "inception"), default="domain", help="inception: the [fid] extra, writes eval-inception.json")
     e.set_defaults(func=_cli_evaluate)
+    c = sub.add_parser("curve", help="score several checkpoints of one run (metrics over training)")
+    c.add_argument("--run", required=True, help="run folder")
+    c.add_argument("--epochs", nargs="+", type=int, required=True, help="checkpoint epochs to score")
+    c.add_argument("--n", type=int, default=500)
+    c.add_argument("--features", choices=("domain", "inception"), default="domain")
+    c.add_argument("--data", help="data folder")
+    c.set_defaults(func=lambda a: (curve(a.run, a.epochs, a.n, a.features, a.data), print(curve_table(a.run, a.features)))[-1])
     t = sub.add_parser("report", help="print the markdown table")
     t.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
     t.add_argument("--floor", help="an evaluate report JSON whose baselines hold the real-vs-real floor")

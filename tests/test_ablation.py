@@ -45,3 +45,16 @@ def test_inception_evaluation_gets_its_own_report_and_table(tmp_path, blob_image
     assert "wall min" in header and "hardware" in header
     assert "SWD" not in header and "precision" in header
     assert f"{report['generated']['kid']['mean']:.4f}" in row
+
+
+def test_curve_scores_each_checkpoint_and_tabulates_by_epoch(tmp_path, blob_images):
+    from covgan_utils import train
+
+    cfg = config.get_preset("smoke", epochs=2, checkpoint_every=1, keep_checkpoints=5)
+    run = train.train(cfg, tmp_path / "run", images=blob_images, verbose=False)
+    scores = ablation.curve(run, [1, 2], n=20, val=blob_images[:20], train_images=blob_images[20:])
+    assert sorted(scores) == [1, 2] and (run / "eval-000002.json").is_file()
+    assert scores[1]["kid"]["mean"] != scores[2]["kid"]["mean"]  # different weights, different scores
+    lines = ablation.curve_table(run).splitlines()
+    assert lines[0].startswith("| epoch | KID") and [ln.split("|")[1].strip() for ln in lines[2:]] == ["1", "2"]
+    assert f"{scores[2]['kid']['mean']:.4f}" in lines[3]
