@@ -59,6 +59,7 @@ class Config:
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
     metrics_every: int = 0  # 0 = no metric callback
+    metrics_features: str = "domain"  # features of the callback's KID: "domain" (fast) or "inception" (the [fid] extra; sees texture)
     grid_seeds: int = 36
 
     def replace(self, **changes):

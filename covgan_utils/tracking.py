@@ -24,7 +24,8 @@ def read_jsonl(file):
 
 class MetricsCallback(keras.callbacks.Callback):
     """Every `every` epochs: sample `n` images from fixed `seeds` and write the cheap metrics (SWD,
-    MS-SSIM, blank and duplicate fractions, KID on domain-encoder features) as one JSON line each to
+    MS-SSIM, blank and duplicate fractions, KID on domain-encoder or, with `features="inception"`,
+    Inception-v3 features) as one JSON line each to
     `<run_dir>/metric-<name>.jsonl` ({"epoch": completed epochs, "value": v, ...}).
 
     On a new lowest KID it writes `best.json` {"epoch", "metric", "value"} and, when the model has
@@ -32,8 +33,11 @@ class MetricsCallback(keras.callbacks.Callback):
     when the model has it, else from `model.generator.predict` on seeded normal noise.
     """
 
-    def __init__(self, run_dir, real_val, real_train=None, every=5, n=200, seeds=None, ms_ssim_pairs=100, swd_per_image=128, encoder=None):
+    def __init__(self, run_dir, real_val, real_train=None, every=5, n=200, seeds=None, ms_ssim_pairs=100, swd_per_image=128, encoder=None, features="domain"):
         super().__init__()
+        if features not in ("domain", "inception"):
+            raise ValueError(f"metric features must be 'domain' or 'inception', got {features!r}")
+        self.features = features
         self.run_dir = pathlib.Path(run_dir)
         self.every = max(1, int(every))
         self.n = int(n)
@@ -50,6 +54,10 @@ class MetricsCallback(keras.callbacks.Callback):
             self.best = json.loads(best_file.read_text()).get("value")
 
     def _features(self, images):
+        if self.features == "inception":  # texture-sensitive (docs/RESULTS.md, calibration), ~0.35 CPU-s per image
+            if self._encoder is None:
+                self._encoder = metrics.feature_extractor("inception")[1]
+            return self._encoder(images)
         from covgan_utils import encoder
 
         if self._encoder is None:
@@ -79,7 +87,7 @@ class MetricsCallback(keras.callbacks.Callback):
             "ms_ssim": (metrics.ms_ssim(images, pairs=self.ms_ssim_pairs)["mean"], {}),
             "blank_fraction": (metrics.blank_fraction(images), {}),
             "duplicate_fraction": (metrics.duplicate_fraction(images), {}),
-            "kid": (k["mean"], {"std": k["std"]}),
+            "kid": (k["mean"], {"std": k["std"], "features": self.features}),
         }
         self.run_dir.mkdir(parents=True, exist_ok=True)
         seconds = round(time.time() - started, 2)
@@ -88,7 +96,7 @@ class MetricsCallback(keras.callbacks.Callback):
         kid_value = values["kid"][0]
         if self.best is None or kid_value < self.best:
             self.best = kid_value
-            (self.run_dir / "best.json").write_text(json.dumps({"epoch": int(epoch), "metric": "kid", "value": float(kid_value)}) + "\n")
+            (self.run_dir / "best.json").write_text(json.dumps({"epoch": int(epoch), "metric": "kid", "features": self.features, "value": float(kid_value)}) + "\n")
             if hasattr(self.model, "save_checkpoint"):
                 self.model.save_checkpoint(self.run_dir / "checkpoint-best.npz", epoch)
         return {name: v for name, (v, _) in values.items()}

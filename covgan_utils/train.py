@@ -470,7 +470,7 @@ def _callbacks(config, run_dir, gan, images, val_images, steps, initial_epoch, v
         except ImportError:
             metrics = None
         if metrics is not None and hasattr(metrics, "MetricsCallback"):
-            out.append(metrics.MetricsCallback(run_dir, val_images, images, every=config.metrics_every))
+            out.append(metrics.MetricsCallback(run_dir, val_images, images, every=config.metrics_every, features=config.metrics_features))
     out += [
         SampleGrid(run_dir, range(config.grid_seeds), config.sample_every, config.epochs),
         Checkpointer(run_dir, config.checkpoint_every, config.keep_checkpoints, config.epochs),

