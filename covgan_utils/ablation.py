@@ -102,41 +102,47 @@ def report_name(features="domain"):
     return "eval.json" if features == "domain" else f"eval-{features}.json"
 
 
+def _split(data_dir, val, train_images):
+    """(val, train) images: the given arrays, or the shared patient-level split."""
+    if val is None:
+        from covgan_utils import data
+
+        train_ds, val_ds = data.load_split(data_dir)
+        train_images, val = train_ds.images, val_ds.images
+    return val, train_images
+
+
+def _score(run_dir, checkpoint, n, features, val, train_images, out_file, grid=None):
+    """Sample seeds 0..n-1 from one checkpoint, score against `val`, write `out_file` -> generated block."""
+    from covgan_utils import metrics, sample
+
+    generated = sample.generate(sample.load_generator(run_dir, checkpoint), range(n))  # [n, 128, 128, 1]
+    if grid is not None:
+        sample.save_grid(generated[:36], grid)
+    train_arg = train_images if features == "domain" else None  # memorisation: pixels are in eval.json already
+    report = metrics.evaluate_images(generated, val, train=train_arg, n=n, features=features, baselines=False)
+    metrics.write_report(report, out_file)
+    return report["generated"]
+
+
 def evaluate(run_dirs, n=500, data_dir=None, val=None, train_images=None, features="domain"):
     """Score each finished run (latest checkpoint, `n` seeds) against the validation split -> eval.json.
 
     `features="inception"` (the `[fid]` extra) writes eval-inception.json instead, without the
     memorisation test (its pixel part is in eval.json already).
     """
-    from covgan_utils import data, metrics, sample
-
-    if val is None:
-        train_ds, val_ds = data.load_split(data_dir)
-        train_images, val = train_ds.images, val_ds.images
+    val, train_images = _split(data_dir, val, train_images)
     for run_dir in map(pathlib.Path, run_dirs):
-        generated = sample.generate(sample.load_generator(run_dir), range(n))  # seeds 0..n-1
-        if features == "domain":
-            sample.save_grid(generated[:36], run_dir / "samples-final.png")
-        train_arg = train_images if features == "domain" else None
-        report = metrics.evaluate_images(generated, val, train=train_arg, n=n, features=features, baselines=False)
-        metrics.write_report(report, run_dir / report_name(features))
+        grid = run_dir / "samples-final.png" if features == "domain" else None
+        _score(run_dir, "latest", n, features, val, train_images, run_dir / report_name(features), grid)
 
 
 def curve(run_dir, epochs, n=500, features="domain", data_dir=None, val=None, train_images=None):
     """Score checkpoints `epochs` of one run -> {epoch: generated block}; writes eval[-features]-<epoch:06d>.json."""
-    from covgan_utils import data, metrics, sample
-
-    if val is None:
-        train_ds, val_ds = data.load_split(data_dir)
-        train_images, val = train_ds.images, val_ds.images
-    run_dir, out = pathlib.Path(run_dir), {}
-    for epoch in epochs:
-        generated = sample.generate(sample.load_generator(run_dir, str(epoch)), range(n))  # seeds 0..n-1
-        train_arg = train_images if features == "domain" else None
-        report = metrics.evaluate_images(generated, val, train=train_arg, n=n, features=features, baselines=False)
-        metrics.write_report(report, run_dir / report_name(features).replace(".json", f"-{int(epoch):06d}.json"))
-        out[int(epoch)] = report["generated"]
-    return out
+    val, train_images = _split(data_dir, val, train_images)
+    run_dir = pathlib.Path(run_dir)
+    name = report_name(features).replace(".json", "")
+    return {int(e): _score(run_dir, str(e), n, features, val, train_images, run_dir / f"{name}-{int(e):06d}.json") for e in epochs}
 
 
 def curve_table(run_dir, features="domain"):
@@ -214,7 +220,7 @@ def add_commands(subparsers):
     c.add_argument("--n", type=int, default=500)
     c.add_argument("--features", choices=("domain", "inception"), default="domain")
     c.add_argument("--data", help="data folder")
-    c.set_defaults(func=lambda a: (curve(a.run, a.epochs, a.n, a.features, a.data), print(curve_table(a.run, a.features)))[-1])
+    c.set_defaults(func=_cli_curve)
     t = sub.add_parser("report", help="print the markdown table")
     t.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
     t.add_argument("--floor", help="an evaluate report JSON whose baselines hold the real-vs-real floor")
@@ -230,3 +236,8 @@ def _cli_report(args):
 def _cli_evaluate(args):
     root = pathlib.Path(args.root or paths.MODELS_DIR / "ablation")
     evaluate(sorted(d.parent for d in root.glob("*/done.json")), n=args.n, features=args.features)
+
+
+def _cli_curve(args):
+    curve(args.run, args.epochs, args.n, args.features, args.data)
+    print(curve_table(args.run, args.features))
