@@ -2,8 +2,9 @@
 import json
 
 import numpy as np
+import pytest
 
-from covgan_utils import calibration, cli
+from covgan_utils import calibration, cli, data
 
 
 def test_degradations_keep_shape_and_range(blob_images):
@@ -29,6 +30,10 @@ def test_ladder_scores_degradations_worse_than_floor(blob_images):
 
 
 def test_calibrate_cli_on_real_scans(tmp_path, capsys):
+    try:
+        data.find_data_dir()
+    except data.DataError:
+        pytest.skip("real COVID-CT data not available")
     out = tmp_path / "cal.json"
     assert cli.main(["calibrate", "--n", "20", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
