@@ -103,10 +103,13 @@ def test_set_overrides_parse_by_field_type():
 
 
 def test_cli_set_writes_the_changed_config(tmp_path, capsys):
+    from widget_fixtures import make_scans
+
     from covgan_utils import cli
 
+    scans = make_scans(tmp_path / "scans", n_patients=10)  # no dependence on the real data copy
     run = tmp_path / "run"
-    assert cli.main(["train", "--preset", "smoke", "--run-dir", str(run), "--set", "epochs=1", "max_images=20", "g_steps=2"]) == 0
+    assert cli.main(["train", "--preset", "smoke", "--run-dir", str(run), "--data", str(scans), "--set", "epochs=1", "max_images=20", "g_steps=2"]) == 0
     saved = config.Config.load(run)
     assert (saved.epochs, saved.max_images, saved.g_steps) == (1, 20, 2)
     assert cli.main(["train", "--preset", "smoke", "--run-dir", str(tmp_path / "other"), "--set", "loss=nope"]) == 2
