@@ -112,5 +112,5 @@ def test_cli_set_writes_the_changed_config(tmp_path, capsys):
     assert cli.main(["train", "--preset", "smoke", "--run-dir", str(run), "--data", str(scans), "--set", "epochs=1", "max_images=20", "g_steps=2"]) == 0
     saved = config.Config.load(run)
     assert (saved.epochs, saved.max_images, saved.g_steps) == (1, 20, 2)
-    assert cli.main(["train", "--preset", "smoke", "--run-dir", str(tmp_path / "other"), "--set", "loss=nope"]) == 2
+    assert cli.main(["train", "--preset", "smoke", "--run-dir", str(tmp_path / "other"), "--data", str(scans), "--set", "loss=nope"]) == 2
     assert "unknown loss" in capsys.readouterr().err
