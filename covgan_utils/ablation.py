@@ -172,6 +172,26 @@ def curve_table(run_dir, features="domain"):
     return "\n".join(lines)
 
 
+def sheet(root, out, seeds=range(6), seed_of_run=0):
+    """One figure, one line per ablation row: images of `seeds` from the final checkpoint of its `seed_of_run` run."""
+    import matplotlib.pyplot as plt
+
+    from covgan_utils import sample
+
+    runs = {json.loads((r / "done.json").read_text())["row"]: r for r in finished_runs(root) if r.name.endswith(f"-s{seed_of_run}")}
+    rows = [row for row in REMEDIES if row in runs]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.2 * len(seeds), 1.3 * len(rows)), squeeze=False)
+    for ax, row in zip(axes[:, 0], rows):
+        images = sample.generate(sample.load_generator(runs[row], "latest"), seeds)  # [S, 128, 128, 1]
+        ax.imshow(sample.make_grid(images, cols=len(seeds)), cmap="gray", vmin=0, vmax=255)
+        ax.axis("off")
+        ax.set_title(row, loc="left", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return rows
+
+
 def _get(report, keys):
     value = report
     for k in keys:
@@ -237,6 +257,11 @@ def add_commands(subparsers):
     c.add_argument("--features", choices=("domain", "inception"), default="domain")
     c.add_argument("--data", help="data folder")
     c.set_defaults(func=_cli_curve)
+    g = sub.add_parser("sheet", help="one figure of samples, a line per row")
+    g.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
+    g.add_argument("--out", required=True, help="PNG to write")
+    g.add_argument("--seed", type=int, default=0, help="which training seed's runs to show")
+    g.set_defaults(func=lambda a: print("\n".join(sheet(a.root or paths.MODELS_DIR / "ablation", a.out, seed_of_run=a.seed))))
     t = sub.add_parser("report", help="print the markdown table")
     t.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
     t.add_argument("--floor", help="an evaluate report JSON whose baselines hold the real-vs-real floor")
