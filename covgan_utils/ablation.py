@@ -101,12 +101,14 @@ def run(rows, seeds, minutes, root=None, arch="paper", data_dir=None, images=Non
 INCEPTION_COLUMNS = tuple(c for c in COLUMNS if c[0] in ("KID", "FID", "precision", "recall", "coverage"))
 
 
-def finished_runs(root, rows=None):
-    """Run folders under `root` that hold a done.json, optionally only those of `rows`."""
+def finished_runs(root, rows=None, seeds=None):
+    """Run folders under `root` that hold a done.json, optionally only those of `rows` and `seeds`."""
     root = pathlib.Path(root)
-    runs = sorted(d.parent for d in root.glob("*/done.json"))
-    if rows:
-        runs = [r for r in runs if json.loads((r / "done.json").read_text())["row"] in rows]
+    runs = []
+    for done_file in sorted(root.glob("*/done.json")):
+        done = json.loads(done_file.read_text())
+        if (not rows or done["row"] in rows) and (seeds is None or done["seed"] in seeds):
+            runs.append(done_file.parent)
     if not runs:
         raise ValueError(f"no finished ablation runs{' of ' + ', '.join(rows) if rows else ''} under {root}")
     return runs
@@ -178,7 +180,7 @@ def sheet(root, out, seeds=range(6), seed_of_run=0):
 
     from covgan_utils import sample
 
-    runs = {json.loads((r / "done.json").read_text())["row"]: r for r in finished_runs(root) if r.name.endswith(f"-s{seed_of_run}")}
+    runs = {json.loads((r / "done.json").read_text())["row"]: r for r in finished_runs(root, seeds=[seed_of_run])}
     rows = [row for row in REMEDIES if row in runs]
     fig, axes = plt.subplots(len(rows), 1, figsize=(1.2 * len(seeds), 1.3 * len(rows)), squeeze=False)
     for ax, row in zip(axes[:, 0], rows):
@@ -249,6 +251,7 @@ def add_commands(subparsers):
     e.add_argument("--n", type=int, default=500)
     e.add_argument("--features", choices=("domain", "inception"), default="domain", help="inception: the [fid] extra, writes eval-inception.json")
     e.add_argument("--rows", nargs="+", choices=list(REMEDIES), metavar="ROW", help="only these rows' runs (default: every finished run)")
+    e.add_argument("--seeds", nargs="+", type=int, help="only these seeds' runs (default: every seed)")
     e.set_defaults(func=_cli_evaluate)
     c = sub.add_parser("curve", help="score several checkpoints of one run (metrics over training)")
     c.add_argument("--run", required=True, help="run folder")
@@ -275,7 +278,7 @@ def _cli_report(args):
 
 
 def _cli_evaluate(args):
-    evaluate(finished_runs(args.root or paths.MODELS_DIR / "ablation", args.rows), n=args.n, features=args.features)
+    evaluate(finished_runs(args.root or paths.MODELS_DIR / "ablation", args.rows, args.seeds), n=args.n, features=args.features)
 
 
 def _cli_curve(args):

@@ -23,6 +23,7 @@ def test_run_evaluate_and_table(tmp_path, blob_images, monkeypatch):
     assert first["epochs"] == 1 and first["hardware"]
     assert ablation.run(["paper"], [0], minutes=1e-4, root=tmp_path, arch="lean", images=blob_images) == [runs[0]]  # finished cells are kept
     assert ablation.finished_runs(tmp_path) == runs and ablation.finished_runs(tmp_path, ["paper"]) == runs
+    assert ablation.finished_runs(tmp_path, ["paper"], seeds=[1]) == [runs[1]]
     assert ablation.sheet(tmp_path, tmp_path / "sheet.png", seeds=range(3), seed_of_run=1) == ["paper"]
     assert (tmp_path / "sheet.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="no finished ablation runs of best"):

@@ -12,6 +12,6 @@ INCEPTION_N=${INCEPTION_N:-112}
 pin() { TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c "$core" "$@"; }
 for row in "$@"; do
     pin "$PY" -m covgan_utils ablation run --rows "$row" --seeds $seeds --minutes "$minutes" --arch lean --root "$root"
-    pin "$PY" -m covgan_utils ablation evaluate --root "$root" --rows "$row"
-    pin "$PY" -m covgan_utils ablation evaluate --root "$root" --rows "$row" --features inception --n "$INCEPTION_N"
+    pin "$PY" -m covgan_utils ablation evaluate --root "$root" --rows "$row" --seeds $seeds
+    pin "$PY" -m covgan_utils ablation evaluate --root "$root" --rows "$row" --seeds $seeds --features inception --n "$INCEPTION_N"
 done
