@@ -55,8 +55,12 @@ demo: install
 	cd notebooks && COVGAN_PRESET=quick ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 00_data.ipynb 01_train.ipynb 02_interpolate.ipynb 03_latent_widget.ipynb 04_evaluate.ipynb
 	@echo "Executed notebooks are in notebooks/ (strip outputs with 'make strip' before committing)."
 
+# The training path again under JAX (CPU): training, resume, losses, guard and sampling tests.
+JAX_TESTS := tests/test_train.py tests/test_guard.py tests/test_sample.py tests/test_augment.py
+
 test: install
 	COVGAN_SMOKE=1 $(PY) -m pytest -q tests
+	COVGAN_SMOKE=1 KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider $(JAX_TESTS)
 	COVGAN_SMOKE=1 $(PY) -m pytest -q --nbval-lax -p no:cacheprovider notebooks
 
 strip:

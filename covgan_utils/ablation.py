@@ -12,10 +12,11 @@ import platform
 import re
 import time
 
+import keras
 import numpy as np
 
 from covgan_utils import config as config_lib
-from covgan_utils import paths
+from covgan_utils import data, metrics, paths, sample, train
 
 REMEDIES = {  # row name -> changes to the paper recipe
     "paper": {},
@@ -62,10 +63,8 @@ def row_config(row, seed, minutes, arch="paper", base="paper"):
 
 
 def hardware():
-    """One line naming the machine the runs were trained on."""
-    import tensorflow as tf
-
-    gpus = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in tf.config.list_physical_devices("GPU")]
+    """One line naming the machine the runs were trained on (and the Keras backend when it is not TensorFlow)."""
+    gpus = _gpu_names()
     if gpus:
         return ", ".join(gpus)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # taskset pins runs
@@ -73,10 +72,19 @@ def hardware():
     return f"CPU ({cores}, {platform.processor() or platform.machine()})"
 
 
+def _gpu_names():
+    """Names of the GPUs the Keras backend sees (empty on a CPU-only machine)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [f"{d.device_kind} (JAX)" for d in jax.devices() if d.platform == "gpu"]
+    import tensorflow as tf  # the TensorFlow backend: TensorFlow is loaded already
+
+    return [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in tf.config.list_physical_devices("GPU")]
+
+
 def run(rows, seeds, minutes, root=None, arch="paper", data_dir=None, images=None):
     """Train every (row, seed) cell not yet finished; returns their run folders."""
-    from covgan_utils import train
-
     root = pathlib.Path(root or paths.MODELS_DIR / "ablation")
     root.mkdir(parents=True, exist_ok=True)
     out = []
@@ -122,8 +130,6 @@ def report_name(features="domain"):
 def _split(data_dir, val, train_images):
     """(val, train) images: the given arrays, or the shared patient-level split."""
     if val is None:
-        from covgan_utils import data
-
         train_ds, val_ds = data.load_split(data_dir)
         train_images, val = train_ds.images, val_ds.images
     return val, train_images
@@ -131,8 +137,6 @@ def _split(data_dir, val, train_images):
 
 def _score(run_dir, checkpoint, n, features, val, train_images, out_file, grid=None):
     """Sample seeds 0..n-1 from one checkpoint, score against `val`, write `out_file` -> generated block."""
-    from covgan_utils import metrics, sample
-
     generated = sample.generate(sample.load_generator(run_dir, checkpoint), range(n))  # [n, 128, 128, 1]
     if grid is not None:
         sample.save_grid(generated[:36], grid)
@@ -177,8 +181,6 @@ def curve_table(run_dir, features="domain"):
 def sheet(root, out, seeds=range(6), seed_of_run=0):
     """One figure, one line per ablation row: images of `seeds` from the final checkpoint of its `seed_of_run` run."""
     import matplotlib.pyplot as plt
-
-    from covgan_utils import sample
 
     runs = {json.loads((r / "done.json").read_text())["row"]: r for r in finished_runs(root, seeds=[seed_of_run])}
     rows = [row for row in REMEDIES if row in runs]

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "covgan_utils.widget",
     "covgan_utils.metrics",
     "covgan_utils.calibration",
+    "covgan_utils.gpu_job",
 )
 
 

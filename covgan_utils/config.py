@@ -123,6 +123,15 @@ PRESETS = {
         loss="non-saturating", r1_gamma=0.2, r1_every=4, augment="translation,cutout", ada_target=0.6, ema_decay=0.99,
         epochs=400, sample_every=10, checkpoint_every=10, metrics_every=10, guard=True,
     ),
+    # GPU: the best recipe at 4x width (every layer 4x the channels of `best`), batch 64; for
+    # tools/gpu_run.sh under KERAS_BACKEND=jax. Step time: not yet measured by this project on a GPU
+    # (no GPU machine so far; job.json of every GPU run records it). Measured independently on one H100
+    # under Keras/JAX: 10.7 ms per `best` step (1x, batch 32), 38.5 ms at 8x width (batch 64).
+    "gpu": Config(
+        preset="gpu", upsample="resize", g_base_width=1024, g_widths=(512, 256, 128, 64, 32), d_widths=(128, 256, 512, 1024, 1024),
+        d_dropout=0.0, batch_size=64, loss="non-saturating", r1_gamma=0.2, r1_every=4, augment="translation,cutout", ada_target=0.6,
+        ema_decay=0.99, epochs=5000, sample_every=100, checkpoint_every=100, metrics_every=100, guard=True,
+    ),
     # CPU: the best recipe on a budget: recognisable lungs in well under an hour on 2 cores.
     "quick": Config(
         preset="quick", upsample="resize", d_widths=(32, 64, 128, 256, 256), d_dropout=0.0, batch_size=32,

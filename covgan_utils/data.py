@@ -1,4 +1,5 @@
-"""COVID-CT data: locate, decode, preprocess (128x128, [-1, 1]), cache, split by patient, download."""
+"""COVID-CT data: locate, decode, preprocess (128x128, [-1, 1]), cache, split by patient, download,
+and the portable data cache (one .npz of the preprocessed scans that travels instead of the raw ones)."""
 import csv
 import dataclasses
 import hashlib
@@ -30,6 +31,10 @@ HOW_TO_GET = (
     "get the COVID-CT scans with `python -m covgan_utils data download`, "
     "or point --data / $COVGAN_DATA at a folder holding CT_COVID/ and CT_NonCOVID/ (or their release zips)"
 )
+CACHE_FORMAT = "covgan-covid-ct-cache"  # marker of an `export_cache` file
+CACHE_FORMAT_VERSION = 1
+CACHE_FIELDS = ("format", "version", "images", "files", "classes", "patients")
+HOW_TO_CACHE = "make one with `python -m covgan_utils data export-cache OUT.npz [--data DIR]`"
 
 
 class DataError(ValueError):
@@ -66,11 +71,18 @@ def _has_data(folder):
 
 
 def find_data_dir(path=None):
-    """First data folder of: `path`, $COVGAN_DATA, data/raw/, ../shared/data/covid-ct."""
+    """First data folder of: `path`, $COVGAN_DATA, data/raw/, ../shared/data/covid-ct.
+
+    `path` or $COVGAN_DATA may also name a data cache file written by `export_cache` (returned as is).
+    """
     if path is not None:
         path = pathlib.Path(path).expanduser()
+        if not path.exists() and path.suffix == ".npz":
+            raise DataError(f"data cache {path} does not exist; {HOW_TO_CACHE}")
         if not path.exists():
             raise DataError(f"data folder {path} does not exist; {HOW_TO_GET}")
+        if path.is_file():
+            return check_cache_file(path)
         if not _has_data(path):
             raise DataError(f"data folder {path} holds no CT_COVID/ or CT_NonCOVID/ (nor their zips); {HOW_TO_GET}")
         return path
@@ -79,6 +91,8 @@ def find_data_dir(path=None):
         candidates.append(pathlib.Path(os.environ["COVGAN_DATA"]).expanduser())
     candidates += [paths.RAW_DIR, paths.SHARED_DATA_DIR, pathlib.Path.cwd().parent / "shared" / "data" / "covid-ct"]
     for folder in candidates:
+        if folder.is_file():  # only $COVGAN_DATA can name a file
+            return check_cache_file(folder)
         if folder.is_dir() and _has_data(folder):
             return folder
     tried = ", ".join(str(c) for c in candidates)
@@ -183,6 +197,8 @@ def load_dataset(path=None, classes=("CT_COVID",), flip=True, size=IMAGE_SIZE, c
     if unknown:
         raise ValueError(f"unknown class {unknown}; choose from {CLASSES}")
     data_dir = find_data_dir(path)
+    if data_dir.is_file():
+        return _load_cache_file(data_dir, classes, flip, size)
     listing = {c: [s[0:1] + s[2:] for s in _list_sources(data_dir, c)] for c in classes}
     cache_file = paths.PROCESSED_DIR / f"covid-ct-{_cache_key(data_dir, classes, flip, size, listing)}.npz"
     if cache and cache_file.is_file():
@@ -228,6 +244,63 @@ def _save_cache(cache_file, ds):
         os.replace(tmp, cache_file)
     except OSError as err:  # a read-only checkout still works, just without the cache
         warnings.warn(f"could not write cache {cache_file}: {err}", stacklevel=3)
+
+
+# ---------------------------------------------------------------- portable data cache
+
+def export_cache(out_file, path=None):
+    """Write the preprocessed scans of both classes, without flip copies, to ONE compressed .npz; returns its path.
+
+    Holds images float16 [N, 128, 128, 1] in [-1, 1], `files`, `classes`, `patients` (unicode arrays)
+    and a format/version marker. `load_dataset`, `load_split` and `--data` accept the file in place of
+    a data folder and give the same images (to float16 precision), flips added on load.
+    """
+    out_file = pathlib.Path(out_file)
+    if out_file.suffix != ".npz":
+        raise ValueError(f"the data cache must be an .npz file, got {out_file}")
+    ds = load_dataset(path, classes=CLASSES, flip=False, cache=False)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(out_file.name + ".tmp.npz")
+    np.savez_compressed(
+        tmp, format=np.array(CACHE_FORMAT), version=np.array(CACHE_FORMAT_VERSION),
+        images=ds.images.astype(np.float16), files=ds.files.astype(str), classes=ds.classes.astype(str), patients=ds.patients.astype(str),
+    )
+    os.replace(tmp, out_file)
+    return out_file
+
+
+def check_cache_file(file):
+    """`file` when it is a data cache written by `export_cache`, else DataError naming it and how to make one."""
+    file = pathlib.Path(file)
+    ok, version = False, None
+    try:
+        z = np.load(file, allow_pickle=False)  # an .npy gives an array, an .npz an NpzFile
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        z = None
+    if isinstance(z, np.lib.npyio.NpzFile):
+        with z:
+            ok = set(CACHE_FIELDS) <= set(z.files) and str(z["format"]) == CACHE_FORMAT
+            version = int(z["version"]) if ok else None
+    if not ok:
+        raise DataError(f"{file} is not a COVID-CT data cache (expected a data folder or an export-cache .npz); {HOW_TO_CACHE}")
+    if version != CACHE_FORMAT_VERSION:
+        raise DataError(f"{file} is a data cache of format version {version}, this code reads version {CACHE_FORMAT_VERSION}; {HOW_TO_CACHE}")
+    return file
+
+
+def _load_cache_file(file, classes, flip, size):
+    """Dataset of `classes` from an `export_cache` file, in the order the folder path gives, flips added like there."""
+    with np.load(check_cache_file(file), allow_pickle=False) as z:
+        labels = z["classes"]
+        index = np.concatenate([np.flatnonzero(labels == c) for c in classes])
+        images = z["images"][index].astype(np.float32)  # [N, size, size, 1]
+        files, patients = z["files"][index], z["patients"][index]
+    if images.shape[1:] != (size, size, 1):
+        raise DataError(f"{file} holds {images.shape[1]}x{images.shape[2]} images, {size}x{size} requested")
+    if not len(images):
+        raise DataError(f"no image of {', '.join(classes)} in the data cache {file}; {HOW_TO_CACHE}")
+    ds = Dataset(images, files, labels[index], patients, np.zeros(len(index), bool))
+    return _with_flips(ds) if flip else ds
 
 
 def load_images(path=None, classes=("CT_COVID",), flip=True):

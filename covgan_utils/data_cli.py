@@ -1,4 +1,4 @@
-"""`data` sub-commands: locate, download, describe."""
+"""`data` sub-commands: locate, download, describe, export-cache."""
 from covgan_utils import data
 
 
@@ -18,6 +18,10 @@ def add_commands(subparsers):
     desc.add_argument("--data", help="explicit data folder")
     desc.add_argument("--classes", nargs="+", default=list(data.CLASSES), choices=data.CLASSES)
     desc.set_defaults(func=_describe)
+    export = sub.add_parser("export-cache", help="write the preprocessed scans (both classes, no flips) to one .npz usable as --data")
+    export.add_argument("out", help="output .npz file")
+    export.add_argument("--data", help="explicit data folder")
+    export.set_defaults(func=_export_cache)
 
 
 def _locate(args):
@@ -38,3 +42,9 @@ def _download(args):
 def _describe(args):
     ds = data.load_dataset(args.data, classes=tuple(args.classes))
     print(data.describe(ds))
+
+
+def _export_cache(args):
+    out = data.export_cache(args.out, args.data)
+    ds = data.load_dataset(out, classes=data.CLASSES, flip=False)
+    print(f"{out}: {out.stat().st_size / 2**20:.1f} MB, {data.describe(ds)}")

@@ -6,8 +6,8 @@ import pathlib
 import keras
 import numpy as np
 
-from covgan_utils import metrics
-from covgan_utils import train as train_lib
+from covgan_utils import checkpoints
+from covgan_utils import scores
 
 
 class DivergenceGuard(keras.callbacks.Callback):
@@ -17,13 +17,13 @@ class DivergenceGuard(keras.callbacks.Callback):
         super().__init__()
         self.run_dir, self.config = pathlib.Path(run_dir), config
         self.seeds = list(range(10_000, 10_000 + n_samples))  # fixed guard batch, apart from the grid seeds
-        self.real_ms_ssim = metrics.ms_ssim(real_images, pairs=64)["mean"]
+        self.real_ms_ssim = scores.ms_ssim(real_images, pairs=64)["mean"]
         self.streak = {"discriminator pinned": 0, "collapse": 0}
         self.trips = 0
         self.offset = 0  # epochs run minus the age of the weights (grows on every rollback)
 
     def on_train_begin(self, logs=None):
-        if train_lib.latest_checkpoint(self.run_dir) is None:  # always something to roll back to
+        if checkpoints.latest_checkpoint(self.run_dir) is None:  # always something to roll back to
             self.model.save_checkpoint(self.run_dir / "checkpoint-000000.npz", 0)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -40,10 +40,10 @@ class DivergenceGuard(keras.callbacks.Callback):
         if done - self.offset <= c.guard_warmup:  # the warm-up restarts after a rollback to early weights
             return None
         images = self.model.sample(self.seeds)
-        if metrics.blank_fraction(images) > 0.5:
+        if scores.blank_fraction(images) > 0.5:
             return "blank samples"
         pinned = logs.get("d_acc_real", 0) >= 0.999 and logs.get("d_acc_fake", 0) >= 0.999
-        diverse = metrics.ms_ssim(images, pairs=32)["mean"]
+        diverse = scores.ms_ssim(images, pairs=32)["mean"]
         collapsed = diverse > self.real_ms_ssim + c.guard_collapse_margin
         for name, bad in (("discriminator pinned", pinned), ("collapse", collapsed)):
             self.streak[name] = self.streak[name] + 1 if bad else 0
@@ -75,10 +75,4 @@ class DivergenceGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def rollback_target(run_dir, last_good_epoch):
-    """Newest `checkpoint-NNNNNN.npz` saved at or before `last_good_epoch` (else the oldest one kept)."""
-    found = sorted(p for p in pathlib.Path(run_dir).glob("checkpoint-*.npz") if train_lib.CHECKPOINT_RE.search(p.name))
-    if not found:
-        raise FileNotFoundError(f"the divergence guard found no checkpoint in {run_dir} to roll back to")
-    good = [p for p in found if int(train_lib.CHECKPOINT_RE.search(p.name).group(1)) <= last_good_epoch]
-    return good[-1] if good else found[0]
+rollback_target = checkpoints.rollback_target

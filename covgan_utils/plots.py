@@ -8,7 +8,10 @@ import matplotlib
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from covgan_utils import config as config_lib  # noqa: E402
 from covgan_utils import sample as sample_lib  # noqa: E402
+from covgan_utils import tracking  # noqa: E402
+from covgan_utils import train as train_lib  # noqa: E402
 
 
 def read_jsonl(file):
@@ -69,9 +72,6 @@ def plot_run(run_dir, real=None, n=16):
         plt.close(fig)
         written.append(run_dir / name)
     if real is None:
-        from covgan_utils import config as config_lib
-        from covgan_utils import train as train_lib
-
         _, real = train_lib.training_images(config_lib.Config.load(run_dir))
     real = real[np.random.RandomState(0).permutation(len(real))[:n]]
     generated = sample_lib.generate(sample_lib.load_generator(run_dir), range(n))
@@ -80,15 +80,10 @@ def plot_run(run_dir, real=None, n=16):
     plt.close(fig)
     written.append(run_dir / "real_vs_generated.png")
     if list(run_dir.glob("metric-*.jsonl")):
-        try:
-            from covgan_utils import metrics
-        except ImportError:
-            metrics = None
-        if metrics is not None and hasattr(metrics, "plot_metric_curves"):
-            fig = metrics.plot_metric_curves(run_dir)
-            fig.savefig(run_dir / "metrics.png", dpi=120)
-            plt.close(fig)
-            written.append(run_dir / "metrics.png")
+        fig = tracking.plot_metric_curves(run_dir)
+        fig.savefig(run_dir / "metrics.png", dpi=120)
+        plt.close(fig)
+        written.append(run_dir / "metrics.png")
     return written
 
 

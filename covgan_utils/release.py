@@ -4,39 +4,34 @@ import pathlib
 
 import numpy as np
 
-from covgan_utils import paths
+from covgan_utils import checkpoints, paths, train
+from covgan_utils import config as config_lib
 
 WEIGHTS = "generator.npz"
 
 
 def load_release(release_dir=None):
     """Generator of the released model (EMA weights, stored as float16 arrays; loading runs no code)."""
-    from covgan_utils import config as config_lib
-    from covgan_utils import train as train_lib
-
     release_dir = pathlib.Path(release_dir or paths.RELEASE_DIR)
     file = release_dir / WEIGHTS
     if not file.is_file():
         raise FileNotFoundError(f"no released model at {file}; pass --run RUN_DIR (a folder under models/) or train one")
     config = config_lib.Config.load(release_dir)
-    generator = train_lib.build_generator(config)
+    generator = train.build_generator(config)
     with np.load(file, allow_pickle=False) as z:
-        train_lib.assign_group(generator.variables, z, "g", file)
+        checkpoints.assign_group(generator.variables, z, "g", file)
     return generator
 
 
 def export_release(run_dir, release_dir=None, checkpoint="latest"):
     """Copy a run's generator (EMA when present) into `release_dir` as float16 arrays + config.json."""
-    from covgan_utils import config as config_lib
-    from covgan_utils import sample as sample_lib
-
     release_dir = pathlib.Path(release_dir or paths.RELEASE_DIR)
     release_dir.mkdir(parents=True, exist_ok=True)
-    generator = sample_lib.load_generator(run_dir, checkpoint)
+    generator = train.load_run_generator(run_dir, checkpoint)
     arrays = {f"g/{i:04d}": np.asarray(v.numpy()).astype(np.float16) if v.dtype == "float32" else np.asarray(v.numpy()) for i, v in enumerate(generator.variables)}
     np.savez_compressed(release_dir / WEIGHTS, **arrays)
     config_lib.Config.load(run_dir).save(release_dir)
-    file = sample_lib.checkpoint_file(pathlib.Path(run_dir), checkpoint)
+    file = checkpoints.checkpoint_file(run_dir, checkpoint)
     with np.load(file, allow_pickle=False) as z:
         epoch, ema = int(z["epoch"]), "ema/0000" in z.files
     source = {"run": pathlib.Path(run_dir).name, "checkpoint": file.name, "epoch": epoch, "weights": "EMA generator" if ema else "generator"}

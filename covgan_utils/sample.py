@@ -2,29 +2,11 @@
 import pathlib
 
 import numpy as np
-from PIL import Image
 
-from covgan_utils import data as data_lib
-
-LATENT_DIM = 100
-
-
-def noise_for_seeds(seeds, latent_dim=LATENT_DIM):
-    """[N, latent_dim] float32: row i is `np.random.RandomState(seeds[i]).randn(latent_dim)`."""
-    return np.stack([np.random.RandomState(int(s)).randn(latent_dim) for s in seeds]).astype(np.float32)
-
-
-def generate_from_noise(generator, z, batch_size=64):
-    """Run the generator on noise [N, latent] -> images [N, 128, 128, 1] in [-1, 1]."""
-    out = [np.asarray(generator(z[i : i + batch_size], training=False)) for i in range(0, len(z), batch_size)]
-    return np.concatenate(out).astype(np.float32)
-
-
-def generate(generator, seeds, batch_size=64):
-    """Images [N, 128, 128, 1] in [-1, 1] for integer seeds."""
-    seeds = list(seeds)
-    latent_dim = int(generator.input_shape[-1])
-    return generate_from_noise(generator, noise_for_seeds(seeds, latent_dim), batch_size)
+from covgan_utils import checkpoints, release, train
+from covgan_utils.images import (  # noqa: F401  (the sampling API: defined below train, used from here)
+    LATENT_DIM, generate, generate_from_noise, make_grid, noise_for_seeds, save_grid, save_png, save_strip,
+)
 
 
 # ---------------------------------------------------------------- interpolation
@@ -59,43 +41,6 @@ def interpolate(generator, seed_a, seed_b, steps=8, mode="linear"):
     return generate_from_noise(generator, paths_by_mode[mode](z_a, z_b, steps))
 
 
-# ---------------------------------------------------------------- files
-
-def save_png(image, path):
-    """One image [128, 128, 1] in [-1, 1] -> 8-bit grayscale PNG."""
-    Image.fromarray(data_lib.to_uint8(image)[..., 0], mode="L").save(path)
-
-
-def make_grid(images, cols=None, pad=2):
-    """[N, H, W, 1] in [-1, 1] -> uint8 [rows*(H+pad)-pad, cols*(W+pad)-pad] mosaic."""
-    images = data_lib.to_uint8(images)[..., 0]  # [N, H, W]
-    n, h, w = images.shape
-    cols = cols or int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / cols))
-    grid = np.zeros((rows * (h + pad) - pad, cols * (w + pad) - pad), np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, cols)
-        grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = image
-    return grid
-
-
-def save_grid(images, path, cols=None):
-    Image.fromarray(make_grid(images, cols), mode="L").save(path)
-
-
-def save_strip(images, path, duration_ms=120):
-    """Interpolation frames -> a one-row PNG strip, or an animated GIF (forth and back) for *.gif."""
-    path = pathlib.Path(path)
-    if path.suffix.lower() == ".gif":
-        frames = [Image.fromarray(f[..., 0], mode="L") for f in data_lib.to_uint8(images)]
-        frames = frames + frames[-2:0:-1]
-        frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
-    elif path.suffix.lower() == ".png":
-        save_grid(images, path, cols=len(images))
-    else:
-        raise ValueError(f"output must end in .png or .gif, got {path.name}")
-
-
 # ---------------------------------------------------------------- loading generators
 
 def load_generator(run_dir=None, checkpoint="latest"):
@@ -103,50 +48,17 @@ def load_generator(run_dir=None, checkpoint="latest"):
 
     `checkpoint` is "latest", "best" or a path/epoch. Only plain arrays are read: loading runs no code.
     """
-    from covgan_utils import release
-
     if run_dir is None:
         return release.load_release()
-    return _load_run_generator(pathlib.Path(run_dir), checkpoint)
+    return train.load_run_generator(pathlib.Path(run_dir), checkpoint)
 
 
-def _load_run_generator(run_dir, checkpoint):
-    from covgan_utils import config as config_lib
-    from covgan_utils import train as train_lib
-
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    config = config_lib.Config.load(run_dir)
-    file = checkpoint_file(run_dir, checkpoint)
-    generator = train_lib.build_generator(config)
-    with np.load(file, allow_pickle=False) as z:
-        group = "ema" if any(k.startswith("ema/") for k in z.files) else "g"
-        train_lib.assign_group(generator.variables, z, group, file)
-    return generator
-
-
-def checkpoint_file(run_dir, checkpoint="latest"):
-    """Path of a run's checkpoint: "latest", "best", an epoch number, or a file path."""
-    from covgan_utils import train as train_lib
-
-    if checkpoint == "latest":
-        file = train_lib.latest_checkpoint(run_dir)
-    elif checkpoint == "best":
-        file = run_dir / "checkpoint-best.npz"
-    elif isinstance(checkpoint, int) or str(checkpoint).isdigit():
-        file = run_dir / f"checkpoint-{int(checkpoint):06d}.npz"
-    else:
-        file = pathlib.Path(checkpoint)
-    if file is None or not file.is_file():
-        raise FileNotFoundError(f"no checkpoint {checkpoint!r} in {run_dir} (has training saved one yet?)")
-    return file
+checkpoint_file = checkpoints.checkpoint_file
 
 
 def latest_run():
     """Newest run folder under models/, or None."""
-    from covgan_utils import train as train_lib
-
-    return train_lib.latest_run()
+    return train.latest_run()
 
 
 # ---------------------------------------------------------------- CLI

@@ -7,7 +7,7 @@ import time
 import keras
 import numpy as np
 
-from covgan_utils import metrics
+from covgan_utils import encoder, images, scores
 
 CHEAP_METRICS = ("swd", "ms_ssim", "blank_fraction", "duplicate_fraction", "kid")
 
@@ -30,7 +30,7 @@ class MetricsCallback(keras.callbacks.Callback):
 
     On a new lowest KID it writes `best.json` {"epoch", "metric", "value"} and, when the model has
     `save_checkpoint(path, epoch)`, saves `checkpoint-best.npz`. Samples come from `model.sample(seeds)`
-    when the model has it, else from `model.generator.predict` on seeded normal noise.
+    when the model has it, else from `model.generator` on the noise of those seeds (`images.generate`).
     """
 
     def __init__(self, run_dir, real_val, real_train=None, every=5, n=200, seeds=None, ms_ssim_pairs=100, swd_per_image=128, encoder=None, features="domain"):
@@ -42,8 +42,8 @@ class MetricsCallback(keras.callbacks.Callback):
         self.every = max(1, int(every))
         self.n = int(n)
         self.seeds = list(range(self.n)) if seeds is None else list(seeds)
-        self.real_val = metrics.subsample(metrics.as_images(real_val), self.n, seed=1)
-        self.real_train = None if real_train is None else metrics.subsample(metrics.as_images(real_train), self.n, seed=2)
+        self.real_val = scores.subsample(scores.as_images(real_val), self.n, seed=1)
+        self.real_train = None if real_train is None else scores.subsample(scores.as_images(real_train), self.n, seed=2)
         self.ms_ssim_pairs = ms_ssim_pairs
         self.swd_per_image = swd_per_image
         self._encoder = encoder
@@ -56,10 +56,8 @@ class MetricsCallback(keras.callbacks.Callback):
     def _features(self, images):
         if self.features == "inception":  # texture-sensitive (docs/RESULTS.md, calibration), ~0.35 CPU-s per image
             if self._encoder is None:
-                self._encoder = metrics.feature_extractor("inception")[1]
+                self._encoder = scores.feature_extractor("inception")[1]
             return self._encoder(images)
-        from covgan_utils import encoder
-
         if self._encoder is None:
             self._encoder = encoder.load_encoder()
         return encoder.embed(self._encoder, images)
@@ -68,10 +66,7 @@ class MetricsCallback(keras.callbacks.Callback):
         model = self.model
         if hasattr(model, "sample"):
             return np.asarray(model.sample(self.seeds), np.float32)
-        generator = model.generator
-        dim = generator.input_shape[-1]
-        noise = np.stack([np.random.RandomState(s).standard_normal(dim) for s in self.seeds]).astype(np.float32)
-        return np.asarray(generator.predict(noise, verbose=0), np.float32)
+        return images.generate(model.generator, self.seeds)
 
     def evaluate(self, epoch):
         """Compute and record the cheap metrics after `epoch` completed epochs -> {name: value}."""
@@ -80,13 +75,13 @@ class MetricsCallback(keras.callbacks.Callback):
         if self._real_features is None:
             self._real_features = self._features(self.real_val)
         gen_f = self._features(images)
-        s = metrics.swd(images, self.real_val, per_image=self.swd_per_image)
-        k = metrics.kid(gen_f, self._real_features)
+        s = scores.swd(images, self.real_val, per_image=self.swd_per_image)
+        k = scores.kid(gen_f, self._real_features)
         values = {
             "swd": (s["mean"], {"levels": s["levels"]}),
-            "ms_ssim": (metrics.ms_ssim(images, pairs=self.ms_ssim_pairs)["mean"], {}),
-            "blank_fraction": (metrics.blank_fraction(images), {}),
-            "duplicate_fraction": (metrics.duplicate_fraction(images), {}),
+            "ms_ssim": (scores.ms_ssim(images, pairs=self.ms_ssim_pairs)["mean"], {}),
+            "blank_fraction": (scores.blank_fraction(images), {}),
+            "duplicate_fraction": (scores.duplicate_fraction(images), {}),
             "kid": (k["mean"], {"std": k["std"], "features": self.features}),
         }
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,26 +1,34 @@
-"""GAN training: `GAN(keras.Model)` with `train_step`, run folders, checkpoints, resume, and `train(config, run_dir)`."""
+"""GAN training on TensorFlow or JAX: `GAN` (models, optimizers, state, checkpoints), the training loop
+with Keras callbacks, run folders, resume, and `train(config, run_dir)`.
+
+The backend is Keras's (`KERAS_BACKEND=tensorflow`, the default, or `jax`); nothing here imports
+TensorFlow. The gradient step for each backend is in `covgan_utils.steps`; run folders and
+checkpoints are the same on both, so a run started under one resumes under the other.
+"""
 import json
 import pathlib
+import random
 import re
 import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from covgan_utils import augment as augment_lib
+from covgan_utils import checkpoints, guard, losses, models, paths, steps, tracking
 from covgan_utils import config as config_lib
 from covgan_utils import data as data_lib
-from covgan_utils import models, paths
-from covgan_utils import sample as sample_lib
+from covgan_utils import images as images_lib
+from covgan_utils.checkpoints import CHECKPOINT_RE, assign_group, latest_checkpoint  # noqa: F401  (public here too)
 
-LOSSES = ("bce", "non-saturating", "hinge", "wgan-gp")
+LOSSES = losses.LOSSES
 EMA_STATS_SEED = 20_000  # noise seeds EMA_STATS_SEED.. re-estimate the EMA generator's BatchNorm statistics
-CHECKPOINT_RE = re.compile(r"checkpoint-(\d{6})\.npz$")
 
 
 class GAN(keras.Model):
-    """Generator + discriminator trained adversarially; one `train_step` = one D update and `g_steps` G updates."""
+    """Generator + discriminator (+ EMA generator), their optimizers, the augmentation probability and the
+    training seed generator: everything a checkpoint holds. One training step = one D update and
+    `g_steps` G updates (`covgan_utils.steps`)."""
 
     def __init__(self, config, **kwargs):
         super().__init__(name="gan", **kwargs)
@@ -38,12 +46,9 @@ class GAN(keras.Model):
             self.ema_generator.set_weights(self.generator.get_weights())
         self.policy = augment_lib.parse_policy(config.augment)
         start_p = 0.0 if config.ada_target > 0 else config.augment_p
-        self.augment_p = tf.Variable(start_p, trainable=False, dtype=tf.float32, name="augment_p")
-        self.trackers = {n: keras.metrics.Mean(name=n) for n in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake", "r_t", "augment_p")}
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
+        self.augment_p = keras.Variable(start_p, trainable=False, dtype="float32", name="augment_p")
+        self.seed_generator = keras.random.SeedGenerator(config.seed, name="train_seed")
+        self.stop_training = False
 
     def compile(self, **kwargs):
         c = self.config
@@ -53,120 +58,9 @@ class GAN(keras.Model):
         self.g_optimizer.build(self.generator.trainable_variables)
         super().compile(**kwargs)
 
-    # ------------------------------------------------------------ sampling
     def sample(self, seeds, batch_size=64):
         """Images [N, 128, 128, 1] in [-1, 1] for integer seeds, from the EMA generator when there is one."""
-        return sample_lib.generate(self.ema_generator or self.generator, seeds, batch_size)
-
-    # ------------------------------------------------------------ losses
-    def _d_loss(self, d_real, d_fake):
-        loss, smooth = self.config.loss, self.config.label_smoothing
-        if loss == "bce":
-            p_real, p_fake = tf.sigmoid(d_real), tf.sigmoid(d_fake)
-            return keras.losses.binary_crossentropy(tf.ones_like(p_real) * (1 - smooth), p_real) + keras.losses.binary_crossentropy(tf.zeros_like(p_fake), p_fake)
-        if loss == "non-saturating":
-            real_term = (1 - smooth) * tf.nn.softplus(-d_real) + smooth * tf.nn.softplus(d_real)
-            return tf.reduce_mean(real_term) + tf.reduce_mean(tf.nn.softplus(d_fake))
-        if loss == "hinge":
-            return tf.reduce_mean(tf.nn.relu(1.0 - d_real)) + tf.reduce_mean(tf.nn.relu(1.0 + d_fake))
-        return tf.reduce_mean(d_fake) - tf.reduce_mean(d_real)  # wgan-gp (penalty added separately)
-
-    def _g_loss(self, d_fake):
-        if self.config.loss == "bce":
-            p_fake = tf.sigmoid(d_fake)
-            return tf.reduce_mean(keras.losses.binary_crossentropy(tf.ones_like(p_fake), p_fake))
-        if self.config.loss == "non-saturating":
-            return tf.reduce_mean(tf.nn.softplus(-d_fake))
-        return -tf.reduce_mean(d_fake)  # hinge and wgan-gp
-
-    def _augment(self, images, seed):
-        if not self.policy:
-            return images
-        return augment_lib.augment(images, self.policy, self.augment_p, seed)
-
-    def _gradient_penalty(self, real, fake, seed):
-        n = tf.shape(real)[0]
-        eps = tf.random.stateless_uniform([n, 1, 1, 1], seed=seed)  # [N, 1, 1, 1], uniform as in Gulrajani et al.
-        mixed = eps * real + (1.0 - eps) * fake  # [N, 128, 128, 1]
-        with tf.GradientTape() as tape:
-            tape.watch(mixed)
-            score = self.discriminator(mixed, training=True)
-        grad = tape.gradient(score, mixed)
-        norm = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]) + 1e-12)  # [N]
-        return tf.reduce_mean(tf.square(norm - 1.0))
-
-    def _lazy_r1(self, real_aug):
-        c = self.config
-        if c.r1_every <= 1:
-            return 0.5 * c.r1_gamma * self._r1_penalty(real_aug)
-        due = tf.equal(self.d_optimizer.iterations % c.r1_every, 0)
-        return tf.cond(due, lambda: 0.5 * c.r1_gamma * c.r1_every * self._r1_penalty(real_aug), lambda: tf.constant(0.0))
-
-    def _r1_penalty(self, real_aug):
-        with tf.GradientTape() as tape:
-            tape.watch(real_aug)
-            score = self.discriminator(real_aug, training=True)
-        grad = tape.gradient(score, real_aug)
-        return tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
-
-    # ------------------------------------------------------------ step
-    def _seed(self, stream):
-        step = tf.cast(self.d_optimizer.iterations, tf.int64)
-        return tf.stack([tf.constant(self.config.seed * 1000 + stream, tf.int64), step])
-
-    def train_step(self, real):
-        c = self.config
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        n = tf.shape(real)[0]
-        z = tf.random.stateless_normal([n, c.latent_dim], seed=self._seed(0))  # [N, latent]
-        with tf.GradientTape() as tape:
-            fake = self.generator(z, training=True)  # [N, 128, 128, 1]
-            real_aug = self._augment(real, self._seed(1))
-            fake_aug = self._augment(fake, self._seed(2))
-            d_real = self.discriminator(real_aug, training=True)  # [N, 1]
-            d_fake = self.discriminator(fake_aug, training=True)  # [N, 1]
-            d_loss = self._d_loss(d_real, d_fake)
-            total = d_loss
-            if c.loss == "wgan-gp":
-                total += c.gp_weight * self._gradient_penalty(real_aug, fake_aug, self._seed(3))
-            if c.r1_gamma > 0:
-                total += self._lazy_r1(real_aug)
-            total = tf.reduce_mean(total) / replicas
-        grads = tape.gradient(total, self.discriminator.trainable_variables)
-        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
-        g_loss = tf.constant(0.0)
-        for k in range(c.g_steps):
-            z = tf.random.stateless_normal([n, c.latent_dim], seed=self._seed(10 + k))  # [N, latent]
-            with tf.GradientTape() as tape:
-                fake = self.generator(z, training=True)
-                g_loss = self._g_loss(self.discriminator(self._augment(fake, self._seed(20 + k)), training=True))
-                scaled = g_loss / replicas
-            grads = tape.gradient(scaled, self.generator.trainable_variables)
-            self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
-        self._update_ema()
-        r_t = tf.reduce_mean(tf.sign(d_real))
-        self._update_ada(r_t, n)
-        return self._track(d_loss, g_loss, d_real, d_fake, r_t)
-
-    def _track(self, d_loss, g_loss, d_real, d_fake, r_t):
-        values = {
-            "d_loss": tf.reduce_mean(d_loss), "g_loss": g_loss,
-            "d_acc_real": tf.reduce_mean(tf.cast(d_real > 0, tf.float32)),
-            "d_acc_fake": tf.reduce_mean(tf.cast(d_fake < 0, tf.float32)),
-            "r_t": r_t, "augment_p": self.augment_p,
-        }
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
-        return {name: t.result() for name, t in self.trackers.items()}
-
-    def _update_ema(self):
-        if self.ema_generator is None:
-            return
-        d = self.config.ema_decay
-        for ema_w, w in zip(self.ema_generator.trainable_variables, self.generator.trainable_variables):
-            ema_w.assign(d * ema_w + (1.0 - d) * w)
-        for ema_w, w in zip(self.ema_generator.non_trainable_variables, self.generator.non_trainable_variables):
-            ema_w.assign(w)
+        return images_lib.generate(self.ema_generator or self.generator, seeds, batch_size)
 
     def refresh_ema_batchnorm(self, n=256):
         """Set the EMA generator's BatchNorm moving statistics to those of its own activations on fixed noise.
@@ -178,7 +72,7 @@ class GAN(keras.Model):
         layers = [layer for layer in (self.ema_generator.layers if self.ema_generator else []) if isinstance(layer, keras.layers.BatchNormalization)]
         if not layers:
             return
-        z = sample_lib.noise_for_seeds(range(EMA_STATS_SEED, EMA_STATS_SEED + n), self.config.latent_dim)  # [n, latent]
+        z = images_lib.noise_for_seeds(range(EMA_STATS_SEED, EMA_STATS_SEED + n), self.config.latent_dim)  # [n, latent]
         momenta = [layer.momentum for layer in layers]
         for layer in layers:
             layer.momentum = 0.0  # one training-mode pass then stores the exact batch statistics
@@ -187,13 +81,6 @@ class GAN(keras.Model):
         finally:
             for layer, momentum in zip(layers, momenta):
                 layer.momentum = momentum
-
-    def _update_ada(self, r_t, n):
-        c = self.config
-        if c.ada_target <= 0 or not self.policy:
-            return
-        step = tf.sign(r_t - c.ada_target) * tf.cast(n, tf.float32) / (c.ada_kimg * 1000.0)
-        self.augment_p.assign(tf.clip_by_value(self.augment_p + step, 0.0, 1.0))
 
     # ------------------------------------------------------------ checkpoints
     def state_groups(self):
@@ -204,40 +91,70 @@ class GAN(keras.Model):
             "g_opt": self.g_optimizer.variables,
             "d_opt": self.d_optimizer.variables,
             "misc": [self.augment_p],
+            "rng": [self.seed_generator.state],
         }
         if self.ema_generator is not None:
             groups["ema"] = self.ema_generator.variables
         return groups
 
     def save_checkpoint(self, path, epoch):
-        """Write the whole training state to an .npz (plain arrays: loading never runs code)."""
-        arrays = {"epoch": np.array(epoch)}
+        """Write the whole training state to an .npz (plain arrays: loading never runs code), atomically."""
+        arrays = {"epoch": np.array(epoch), "backend": np.array(keras.backend.backend())}
         for group, variables in self.state_groups().items():
-            for i, v in enumerate(variables):
-                arrays[f"{group}/{i:04d}"] = np.asarray(v.numpy())
-        path = pathlib.Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+            arrays.update(checkpoints.to_arrays(group, variables))
+        checkpoints.save_arrays(path, arrays)
 
     def load_checkpoint(self, path):
-        """Restore the state written by `save_checkpoint`; returns its epoch."""
+        """Restore the state written by `save_checkpoint` (under either backend); returns its epoch."""
         with np.load(path, allow_pickle=False) as z:
             for group, variables in self.state_groups().items():
+                if group == "rng" and "rng/0000" not in z.files:
+                    continue  # written before the seed generator was checkpointed
                 assign_group(variables, z, group, path)
             return int(z["epoch"])
 
+    # ------------------------------------------------------------ the loop
+    def stepper(self):
+        """The backend's step object (`covgan_utils.steps`), made once per GAN."""
+        if getattr(self, "_stepper", None) is None:
+            self._stepper = steps.make_step(self)
+        return self._stepper
 
-def assign_group(variables, archive, group, path):
-    """Assign arrays `<group>/NNNN` of an open npz to `variables`, checking count and shapes."""
-    keys = sorted(k for k in archive.files if k.startswith(group + "/"))
-    if len(keys) != len(variables):
-        raise ValueError(f"{path}: {len(keys)} arrays for '{group}' but the model has {len(variables)}; config and checkpoint disagree")
-    for key, var in zip(keys, variables):
-        value = archive[key]
-        if tuple(value.shape) != tuple(var.shape):
-            raise ValueError(f"{path}: {key} has shape {value.shape}, model expects {tuple(var.shape)}")
-        var.assign(value)
+    def train_step(self, real):
+        """One training step on a batch [B, 128, 128, 1], its state written back into the variables -> logs."""
+        step = self.stepper()
+        step.load()
+        logs = step(real, losses.r1_is_due(self.config, int(np.asarray(self.d_optimizer.iterations.numpy()))))
+        step.store()
+        return logs
+
+    def run_epochs(self, batches, initial_epoch, epochs, callbacks=()):
+        """Train epochs [initial_epoch, epochs) on `batches(epoch)` (an iterable of [B, 128, 128, 1] arrays),
+        calling Keras callbacks as `fit` does; returns the last epoch's logs."""
+        step = self.stepper()
+        cbs = keras.callbacks.CallbackList(list(callbacks), model=self)
+        batch_hooks = any(type(cb).on_train_batch_end is not keras.callbacks.Callback.on_train_batch_end for cb in callbacks)
+        self.stop_training, logs = False, {}
+        cbs.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            cbs.on_epoch_begin(epoch)
+            step.load()
+            d_step = int(np.asarray(self.d_optimizer.iterations.numpy()))
+            history = []
+            for index, real in enumerate(batches(epoch)):
+                history.append(step(real, losses.r1_is_due(self.config, d_step)))
+                d_step += 1
+                if batch_hooks:  # a callback may read or change the variables mid-epoch
+                    step.store()
+                    cbs.on_train_batch_end(index, {k: float(v) for k, v in history[-1].items()})
+                    step.load()
+            step.store()
+            logs = {k: float(np.mean([float(h[k]) for h in history])) for k in (history[0] if history else {})}
+            cbs.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end(logs)
+        return logs
 
 
 def build_generator(config, name=None):
@@ -246,6 +163,30 @@ def build_generator(config, name=None):
         config.arch, config.latent_dim, config.g_widths, config.g_base_width, config.upsample, name=name,
         block_convs=config.g_block_convs, out_kernel=config.g_out_kernel,
     )
+
+
+def load_run_generator(run_dir, checkpoint="latest"):
+    """Generator of a run folder at one of its checkpoints (EMA weights when trained with EMA)."""
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    config = config_lib.Config.load(run_dir)
+    file = checkpoints.checkpoint_file(run_dir, checkpoint)
+    generator = build_generator(config)
+    with np.load(file, allow_pickle=False) as z:
+        group = "ema" if any(k.startswith("ema/") for k in z.files) else "g"
+        assign_group(generator.variables, z, group, file)
+    return generator
+
+
+def seed_everything(seed):
+    """Python, NumPy and backend seeds (initial weights and layer seed generators follow them).
+    Under JAX this leaves TensorFlow unimported (`keras.utils.set_random_seed` would import it)."""
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 # ---------------------------------------------------------------- run folders
@@ -258,12 +199,6 @@ def new_run_dir(preset, root=None):
     run_dir = root / f"{max(numbers, default=-1) + 1:05d}-{preset}"
     run_dir.mkdir()
     return run_dir
-
-
-def latest_checkpoint(run_dir):
-    """Path of the highest-epoch `checkpoint-NNNNNN.npz` in `run_dir`, or None."""
-    found = sorted(p for p in pathlib.Path(run_dir).glob("checkpoint-*.npz") if CHECKPOINT_RE.search(p.name))
-    return found[-1] if found else None
 
 
 def truncate_jsonl(run_dir, epoch):
@@ -310,7 +245,7 @@ class SampleGrid(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
         if done % self.every == 0 or done == self.last_epoch:
-            sample_lib.save_grid(self.model.sample(self.seeds), self.run_dir / f"samples-{done:06d}.png")
+            images_lib.save_grid(self.model.sample(self.seeds), self.run_dir / f"samples-{done:06d}.png")
 
 
 class Checkpointer(keras.callbacks.Callback):
@@ -333,7 +268,7 @@ class Checkpointer(keras.callbacks.Callback):
     def save(self, done):
         self.saved = done
         self.model.save_checkpoint(self.run_dir / f"checkpoint-{done:06d}.npz", done)
-        found = sorted(p for p in self.run_dir.glob("checkpoint-*.npz") if CHECKPOINT_RE.search(p.name))
+        found = checkpoints.numbered(self.run_dir)
         for old in found[: -self.keep]:
             old.unlink()
 
@@ -376,19 +311,15 @@ class ProgressBar(keras.callbacks.Callback):
 
 # ---------------------------------------------------------------- data pipeline
 
-def epoch_dataset(images, batch_size, seed, first_epoch, last_epoch):
-    """Batches for epochs [first_epoch, last_epoch): each epoch a permutation fixed by (seed, epoch)."""
+def epoch_batches(images, batch_size, seed, epoch):
+    """Batches [B, 128, 128, 1] of one epoch: a permutation fixed by (seed, epoch), full batches only.
+    Plain NumPy, the same under every backend."""
     n = len(images)
     if n < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the {n} training images")
-    table = tf.constant(images)  # [N, 128, 128, 1]
-
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
-
-    epochs = tf.data.Dataset.range(first_epoch, last_epoch)
-    return epochs.flat_map(one_epoch).map(lambda idx: tf.gather(table, idx)).prefetch(2)  # [B, 128, 128, 1]
+    order = np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+    for start in range(0, n - batch_size + 1, batch_size):
+        yield images[order[start:start + batch_size]]
 
 
 def training_images(config, data_dir=None):
@@ -418,11 +349,9 @@ def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), image
         images, val_images = training_images(config, data_dir)
     else:
         val_images = images
-    keras.utils.set_random_seed(config.seed)  # initial weights and dropout streams follow the seed
-    strategy = tf.distribute.get_strategy()
-    with strategy.scope():
-        gan = GAN(config)
-        gan.compile()
+    seed_everything(config.seed)  # initial weights and dropout streams follow the seed
+    gan = GAN(config)
+    gan.compile()
     initial_epoch = 0
     if resume:
         ckpt = latest_checkpoint(run_dir)
@@ -432,10 +361,10 @@ def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), image
         truncate_jsonl(run_dir, initial_epoch)
     if initial_epoch >= config.epochs:
         return run_dir
-    steps = len(images) // config.batch_size
-    dataset = epoch_dataset(images, config.batch_size, config.seed, initial_epoch, config.epochs)
-    all_callbacks = _callbacks(config, run_dir, gan, images, val_images, steps, initial_epoch, verbose) + list(callbacks)
-    gan.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=all_callbacks, verbose=0)
+    steps_per_epoch = len(images) // config.batch_size
+    all_callbacks = _callbacks(config, run_dir, gan, images, val_images, steps_per_epoch, initial_epoch, verbose) + list(callbacks)
+    images = np.asarray(images, np.float32)
+    gan.run_epochs(lambda epoch: epoch_batches(images, config.batch_size, config.seed, epoch), initial_epoch, config.epochs, all_callbacks)
     return run_dir
 
 
@@ -461,16 +390,9 @@ def _callbacks(config, run_dir, gan, images, val_images, steps, initial_epoch, v
     if config.time_budget_minutes:
         out.append(TimeBudget(config.time_budget_minutes))
     if config.guard:
-        from covgan_utils import guard
-
         out.append(guard.DivergenceGuard(run_dir, config, images))
     if config.metrics_every:
-        try:
-            from covgan_utils import metrics
-        except ImportError:
-            metrics = None
-        if metrics is not None and hasattr(metrics, "MetricsCallback"):
-            out.append(metrics.MetricsCallback(run_dir, val_images, images, every=config.metrics_every, features=config.metrics_features))
+        out.append(tracking.MetricsCallback(run_dir, val_images, images, every=config.metrics_every, features=config.metrics_features))
     out += [
         SampleGrid(run_dir, range(config.grid_seeds), config.sample_every, config.epochs),
         Checkpointer(run_dir, config.checkpoint_every, config.keep_checkpoints, config.epochs),

@@ -167,3 +167,81 @@ def test_download_checks_sha256(zip_server, tmp_path):
 def test_download_refuses_plain_http_off_loopback(tmp_path):
     with pytest.raises(data.DataError, match="HTTPS only"):
         data.download(tmp_path, base_url="http://example.org/", progress=False)
+
+
+# ---------------------------------------------------------------- portable data cache (export_cache)
+
+@pytest.fixture
+def scans_and_cache(tmp_path, monkeypatch):
+    """Synthetic COVID + non-COVID scans and their export_cache .npz."""
+    from widget_fixtures import make_scans
+
+    monkeypatch.setattr(paths, "PROCESSED_DIR", tmp_path / "processed")
+    scans = make_scans(tmp_path / "scans", n_patients=3, slices=2)
+    return scans, data.export_cache(tmp_path / "bundle" / "covid-ct.npz", scans)
+
+
+def _assert_same(from_cache, from_folder):
+    assert from_cache.images.dtype == np.float32 and from_cache.images.shape == from_folder.images.shape
+    np.testing.assert_allclose(from_cache.images, from_folder.images, atol=5e-4)  # float16 of [-1, 1]: error <= 2.5e-4
+    for field in ("files", "classes", "patients", "flipped"):
+        np.testing.assert_array_equal(getattr(from_cache, field), getattr(from_folder, field))
+
+
+def test_cache_file_holds_both_classes_once_as_float16(scans_and_cache):
+    _, cache = scans_and_cache
+    with np.load(cache, allow_pickle=False) as z:
+        assert str(z["format"]) == data.CACHE_FORMAT and int(z["version"]) == data.CACHE_FORMAT_VERSION
+        assert z["images"].dtype == np.float16 and z["images"].shape == (12, 128, 128, 1)  # 2 classes x 3 patients x 2 slices, no flips
+        assert z["files"].dtype.kind == z["classes"].dtype.kind == z["patients"].dtype.kind == "U"
+        assert sorted(set(z["classes"])) == list(data.CLASSES)
+
+
+@pytest.mark.parametrize("classes", [data.CLASSES, ("CT_COVID",), ("CT_NonCOVID",), ("CT_NonCOVID", "CT_COVID")])
+@pytest.mark.parametrize("flip", [False, True])
+def test_cache_loads_like_the_folder(scans_and_cache, classes, flip):
+    scans, cache = scans_and_cache
+    _assert_same(data.load_dataset(cache, classes=classes, flip=flip), data.load_dataset(scans, classes=classes, flip=flip, cache=False))
+
+
+def test_cache_serves_split_locate_and_env(scans_and_cache, monkeypatch):
+    scans, cache = scans_and_cache
+    for a, b in zip(data.load_split(cache, classes=("CT_COVID",), seed=3), data.load_split(scans, classes=("CT_COVID",), seed=3)):
+        _assert_same(a, b)
+    assert data.find_data_dir(cache) == cache
+    monkeypatch.setenv("COVGAN_DATA", str(cache))
+    assert data.find_data_dir() == cache
+    assert len(data.load_images(flip=True)) == 12  # 6 COVID slices, doubled
+
+
+def test_export_cache_cli(scans_and_cache, tmp_path, capsys):
+    from covgan_utils import cli
+
+    scans, _ = scans_and_cache
+    out = tmp_path / "cli" / "cache.npz"
+    assert cli.main(["data", "export-cache", str(out), "--data", str(scans)]) == 0
+    assert str(out) in capsys.readouterr().out
+    _assert_same(data.load_dataset(out, flip=False), data.load_dataset(scans, flip=False, cache=False))
+    assert cli.main(["data", "export-cache", str(tmp_path / "cache.zip"), "--data", str(scans)]) == 2
+    assert ".npz" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_cache_is_a_clear_error(scans_and_cache, tmp_path):
+    _, cache = scans_and_cache
+    text = tmp_path / "notes.npz"
+    text.write_text("hello")
+    npy = tmp_path / "array.npy"
+    np.save(npy, np.zeros(3))
+    other = tmp_path / "other.npz"
+    np.savez(other, images=np.zeros((1, 128, 128, 1)))
+    for bad in (text, npy, other):
+        with pytest.raises(data.DataError, match=f"{bad.name} is not a COVID-CT data cache.*export-cache"):
+            data.load_dataset(bad)
+    with np.load(cache) as z:
+        arrays = dict(z)
+    np.savez(tmp_path / "future.npz", **{**arrays, "version": np.array(99)})
+    with pytest.raises(data.DataError, match="future.npz.*version 99.*export-cache"):
+        data.load_split(tmp_path / "future.npz")
+    with pytest.raises(data.DataError, match="data cache .*missing.npz does not exist.*export-cache"):
+        data.load_dataset(tmp_path / "missing.npz")
+    assert issubclass(data.DataError, ValueError)

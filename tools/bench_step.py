@@ -1,6 +1,10 @@
 """Seconds per training step of presets, measured in one process against the `quick` preset as reference.
 
     python tools/bench_step.py --presets paper quick --steps 3
+    KERAS_BACKEND=jax python tools/bench_step.py --presets gpu best paper --steps 50
+
+Times the backend's compiled step (`covgan_utils.steps`) on a fixed batch, after one warm-up call
+that compiles it; the lazy-R1 variant is compiled and timed in its share (1 in `r1_every`).
 """
 import argparse
 import os
@@ -10,7 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from covgan_utils import config, train  # noqa: E402
+import keras  # noqa: E402
+
+from covgan_utils import config, losses, train  # noqa: E402
 
 
 def seconds_per_step(preset, steps):
@@ -18,12 +24,15 @@ def seconds_per_step(preset, steps):
     gan = train.GAN(cfg)
     gan.compile()
     batch = np.zeros((cfg.batch_size, 128, 128, 1), np.float32)
-    step = train.tf.function(gan.train_step)
-    step(batch)  # trace and warm up
+    step = gan.stepper()
+    step.load()
+    due = [losses.r1_is_due(cfg, i) for i in range(steps)]
+    for flag in set(due):
+        float(step(batch, flag)["g_loss"])  # compile and warm up
     start = time.perf_counter()
-    for _ in range(steps):
-        logs = step(batch)
-    float(logs["g_loss"])
+    for flag in due:
+        logs = step(batch, flag)
+    float(logs["g_loss"])  # wait for the device
     return (time.perf_counter() - start) / steps
 
 
@@ -36,7 +45,7 @@ def main():
     ref = times.get("quick")
     for preset, sec in times.items():
         ratio = f", {sec / ref:.1f}x quick" if ref else ""
-        print(f"{preset}: {sec:.2f} s per step (batch {config.get_preset(preset).batch_size}){ratio}")
+        print(f"{preset}: {sec * 1000:.1f} ms per step (batch {config.get_preset(preset).batch_size}, {keras.backend.backend()}){ratio}")
 
 
 if __name__ == "__main__":

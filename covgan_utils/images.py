@@ -1,0 +1,67 @@
+"""Seed-addressed noise, running a generator on it, and writing images (PNG, grids, strips, GIFs).
+
+Kept below `train` so that training, sampling and the metrics callback share one definition of
+"the image of seed s": row i of `noise_for_seeds(seeds)` is `np.random.RandomState(seeds[i]).randn(latent_dim)`
+on every backend.
+"""
+import pathlib
+
+import numpy as np
+from PIL import Image
+
+from covgan_utils import data as data_lib
+
+LATENT_DIM = 100
+
+
+def noise_for_seeds(seeds, latent_dim=LATENT_DIM):
+    """[N, latent_dim] float32: row i is `np.random.RandomState(seeds[i]).randn(latent_dim)`."""
+    return np.stack([np.random.RandomState(int(s)).randn(latent_dim) for s in seeds]).astype(np.float32)
+
+
+def generate_from_noise(generator, z, batch_size=64):
+    """Run the generator on noise [N, latent] -> images [N, 128, 128, 1] in [-1, 1]."""
+    out = [np.asarray(generator(z[i : i + batch_size], training=False)) for i in range(0, len(z), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def generate(generator, seeds, batch_size=64):
+    """Images [N, 128, 128, 1] in [-1, 1] for integer seeds."""
+    seeds = list(seeds)
+    latent_dim = int(generator.input_shape[-1])
+    return generate_from_noise(generator, noise_for_seeds(seeds, latent_dim), batch_size)
+
+
+def save_png(image, path):
+    """One image [128, 128, 1] in [-1, 1] -> 8-bit grayscale PNG."""
+    Image.fromarray(data_lib.to_uint8(image)[..., 0], mode="L").save(path)
+
+
+def make_grid(images, cols=None, pad=2):
+    """[N, H, W, 1] in [-1, 1] -> uint8 [rows*(H+pad)-pad, cols*(W+pad)-pad] mosaic."""
+    images = data_lib.to_uint8(images)[..., 0]  # [N, H, W]
+    n, h, w = images.shape
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    grid = np.zeros((rows * (h + pad) - pad, cols * (w + pad) - pad), np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = image
+    return grid
+
+
+def save_grid(images, path, cols=None):
+    Image.fromarray(make_grid(images, cols), mode="L").save(path)
+
+
+def save_strip(images, path, duration_ms=120):
+    """Interpolation frames -> a one-row PNG strip, or an animated GIF (forth and back) for *.gif."""
+    path = pathlib.Path(path)
+    if path.suffix.lower() == ".gif":
+        frames = [Image.fromarray(f[..., 0], mode="L") for f in data_lib.to_uint8(images)]
+        frames = frames + frames[-2:0:-1]
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+    elif path.suffix.lower() == ".png":
+        save_grid(images, path, cols=len(images))
+    else:
+        raise ValueError(f"output must end in .png or .gif, got {path.name}")

