@@ -127,7 +127,7 @@ def test_the_jax_path_runs_with_tensorflow_unimportable(tmp_path):
     scans = make_scans(tmp_path / "scans", n_patients=10)
     run, out = tmp_path / "run", tmp_path / "out"
     calls = [
-        ["train", "--preset", "smoke", "--run-dir", str(run), "--data", str(scans), "--epochs", "1"],
+        ["train", "--preset", "smoke", "--run-dir", str(run), "--data", str(scans), "--epochs", "2", "--set", "metrics_every=1", "guard=true", "guard_warmup=1"],
         ["sample", "--run", str(run), "--n", "16", "--out", str(out / "samples")],
         ["interpolate", "--run", str(run), "--seed-a", "1", "--seed-b", "2", "--steps", "3", "--out", str(out / "strip.png")],
         ["evaluate", "--generated", str(out / "samples"), "--real", str(scans / "CT_COVID"), "--out", str(out / "eval.json"), "--n", "16", "--features", "domain"],
@@ -138,6 +138,7 @@ def test_the_jax_path_runs_with_tensorflow_unimportable(tmp_path):
     assert len(list((out / "samples").glob("seed*.png"))) == 16 and (out / "strip.png").is_file()
     assert json.loads((out / "eval.json").read_text())["features"] == "domain"
     assert (run / "losses.png").is_file() and (run / "real_vs_generated.png").is_file()
+    assert [json.loads(line)["epoch"] for line in open(run / "metric-kid.jsonl")] == [1, 2]  # metric callback, domain features
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs JAX")
