@@ -4,6 +4,8 @@ import json
 import os
 import pathlib
 
+from covgan_utils import files
+
 
 @dataclasses.dataclass
 class Config:
@@ -85,7 +87,7 @@ class Config:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
     def save(self, run_dir):
-        (pathlib.Path(run_dir) / "config.json").write_text(self.to_json() + "\n")
+        files.write_text_atomic(pathlib.Path(run_dir) / "config.json", self.to_json() + "\n")
 
     @classmethod
     def load(cls, run_dir):

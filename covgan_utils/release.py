@@ -18,8 +18,10 @@ def load_release(release_dir=None):
         raise FileNotFoundError(f"no released model at {file}; pass --run RUN_DIR (a folder under models/) or train one")
     config = config_lib.Config.load(release_dir)
     generator = train.build_generator(config)
-    with np.load(file, allow_pickle=False) as z:
-        checkpoints.assign_group(generator.variables, z, "g", file)
+    try:  # the whole file is read and checked before anything is assigned
+        checkpoints.load_groups(file, {"g": generator.variables})
+    except checkpoints.CorruptCheckpointError as err:
+        raise err.with_fix("restore it with `git checkout models/release` or pass --run RUN_DIR (a folder under models/)") from None
     return generator
 
 

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from covgan_utils import augment as augment_lib
-from covgan_utils import checkpoints, guard, losses, models, paths, steps, tracking
+from covgan_utils import checkpoints, files, guard, losses, models, paths, steps, tracking
 from covgan_utils import config as config_lib
 from covgan_utils import data as data_lib
 from covgan_utils import images as images_lib
@@ -105,13 +105,8 @@ class GAN(keras.Model):
         checkpoints.save_arrays(path, arrays)
 
     def load_checkpoint(self, path):
-        """Restore the state written by `save_checkpoint` (under either backend); returns its epoch."""
-        with np.load(path, allow_pickle=False) as z:
-            for group, variables in self.state_groups().items():
-                if group == "rng" and "rng/0000" not in z.files:
-                    continue  # written before the seed generator was checkpointed
-                assign_group(variables, z, group, path)
-            return int(z["epoch"])
+        """Restore the state written by `save_checkpoint` (under either backend), all or nothing; returns its epoch."""
+        return checkpoints.load_state(path, self.state_groups())
 
     # ------------------------------------------------------------ the loop
     def stepper(self):
@@ -166,16 +161,29 @@ def build_generator(config, name=None):
 
 
 def load_run_generator(run_dir, checkpoint="latest"):
-    """Generator of a run folder at one of its checkpoints (EMA weights when trained with EMA)."""
+    """Generator of a run folder at one of its checkpoints (EMA weights when trained with EMA).
+    "latest" skips damaged checkpoints (`checkpoints.CorruptCheckpointWarning`) for the previous one;
+    a damaged "best", epoch or file raises a one-line `checkpoints.CorruptCheckpointError`."""
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     config = config_lib.Config.load(run_dir)
-    file = checkpoints.checkpoint_file(run_dir, checkpoint)
     generator = build_generator(config)
-    with np.load(file, allow_pickle=False) as z:
-        group = "ema" if any(k.startswith("ema/") for k in z.files) else "g"
-        assign_group(generator.variables, z, group, file)
+
+    def load(file):  # whole file read and checked before anything is assigned
+        arrays = checkpoints.read_arrays(file)
+        group = "ema" if any(k.startswith("ema/") for k in arrays) else "g"
+        checkpoints.load_groups(file, {group: generator.variables}, arrays)
+
+    if checkpoint == "latest":
+        checkpoints.load_newest(run_dir, load)
+        return generator
+    file = checkpoints.checkpoint_file(run_dir, checkpoint)
+    try:
+        load(file)
+    except checkpoints.CorruptCheckpointError as err:
+        fix = "use --checkpoint latest" if checkpoint == "best" else "use --checkpoint latest or another epoch"
+        raise err.with_fix(fix) from None
     return generator
 
 
@@ -205,7 +213,7 @@ def truncate_jsonl(run_dir, epoch):
     """Drop lines with epoch > `epoch` from every *.jsonl log in `run_dir` (used on resume)."""
     for file in pathlib.Path(run_dir).glob("*.jsonl"):
         lines = [ln for ln in file.read_text().splitlines() if ln.strip() and json.loads(ln).get("epoch", 0) <= epoch]
-        file.write_text("".join(ln + "\n" for ln in lines))
+        files.write_text_atomic(file, "".join(ln + "\n" for ln in lines))
 
 
 # ---------------------------------------------------------------- callbacks
@@ -267,10 +275,10 @@ class Checkpointer(keras.callbacks.Callback):
 
     def save(self, done):
         self.saved = done
-        self.model.save_checkpoint(self.run_dir / f"checkpoint-{done:06d}.npz", done)
-        found = checkpoints.numbered(self.run_dir)
-        for old in found[: -self.keep]:
-            old.unlink()
+        self.model.save_checkpoint(self.run_dir / f"checkpoint-{done:06d}.npz", done)  # atomic: a kill leaves the old files
+        found = [p for p in checkpoints.numbered(self.run_dir) if checkpoints.epoch_of(p) <= done]  # never the one just written
+        for old in found[: -self.keep] if self.keep > 0 else []:
+            old.unlink(missing_ok=True)
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -354,10 +362,13 @@ def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), image
     gan.compile()
     initial_epoch = 0
     if resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
+        checkpoints.remove_temp_files(run_dir)  # left by a write that was killed: never a checkpoint
+        if latest_checkpoint(run_dir) is None:
             raise ValueError(f"nothing to resume: no checkpoint-*.npz in {run_dir}")
-        initial_epoch = gan.load_checkpoint(ckpt)
+        # newest checkpoint that loads (all or nothing); damaged newer ones are skipped with a warning
+        ckpt, initial_epoch, skipped = checkpoints.load_newest(run_dir, lambda path: checkpoints.load_state(path, gan.state_groups()))
+        for path in skipped:  # training goes on from `ckpt`: the damaged files must not count as newer checkpoints
+            checkpoints.set_aside(path)
         truncate_jsonl(run_dir, initial_epoch)
     if initial_epoch >= config.epochs:
         return run_dir

@@ -18,7 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "covgan_utils"
 # Modules by layer: a module may import only from lower layers (data, models -> train -> sample -> metrics -> study -> cli).
 LAYERS = (
-    ("paths", "config"),
+    ("paths", "files"),
+    ("config",),
     ("data",),
     ("encoder", "images", "models", "augment", "checkpoints", "data_cli", "downstream"),
     ("scores", "losses"),
