@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 
+from covgan_utils import files
+
 CHECKPOINT_RE = re.compile(r"checkpoint-(\d{6})\.npz$")
 TEMP_GLOB = ".checkpoint-*.tmp"  # what `save_arrays` leaves behind when killed mid-write
 SLOW_ENV = "COVGAN_TEST_SLOW_CHECKPOINT"  # test hook: seconds to stretch every write over (kill tests)
@@ -44,45 +46,24 @@ def to_arrays(group, variables):
 
 
 def save_arrays(path, arrays):
-    """Write `arrays` to `path` atomically: a temporary file in the same folder, fsync, rename."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write `arrays` to `path` atomically (`files.write_atomic`: temporary file in the same folder, fsync, rename)."""
     slow = float(os.environ.get(SLOW_ENV) or 0)
-    try:
-        with open(tmp, "wb") as fh:
-            if slow > 0:  # test hook: half the bytes, a pause, the rest, a pause before the rename
-                buffer = io.BytesIO()
-                np.savez(buffer, **arrays)
-                data = buffer.getvalue()
-                fh.write(data[: len(data) // 2])
-                fh.flush()
-                time.sleep(slow / 2)
-                fh.write(data[len(data) // 2:])
-            else:
-                np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if slow > 0:
-            time.sleep(slow / 2)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-    return path
 
+    def write(fh):
+        if slow <= 0:
+            np.savez(fh, **arrays)
+            return
+        buffer = io.BytesIO()  # test hook: half the bytes, a pause, the rest, a pause before the rename
+        np.savez(buffer, **arrays)
+        data = buffer.getvalue()
+        fh.write(data[: len(data) // 2])
+        fh.flush()
+        time.sleep(slow / 2)
+        fh.write(data[len(data) // 2:])
+        fh.flush()
+        time.sleep(slow / 2)
 
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return files.write_atomic(path, write)
 
 
 def read_arrays(path):

@@ -15,6 +15,7 @@ import zipfile
 import cv2
 import numpy as np
 
+from covgan_utils import files as files_lib
 from covgan_utils import paths
 
 IMAGE_SIZE = 128
@@ -239,9 +240,7 @@ def _with_flips(ds):
 def _save_cache(cache_file, ds):
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
-        np.savez(tmp, **{f.name: getattr(ds, f.name) for f in dataclasses.fields(ds)})
-        os.replace(tmp, cache_file)
+        files_lib.write_atomic(cache_file, lambda fh: np.savez(fh, **{f.name: getattr(ds, f.name) for f in dataclasses.fields(ds)}))
     except OSError as err:  # a read-only checkout still works, just without the cache
         warnings.warn(f"could not write cache {cache_file}: {err}", stacklevel=3)
 
@@ -260,12 +259,11 @@ def export_cache(out_file, path=None):
         raise ValueError(f"the data cache must be an .npz file, got {out_file}")
     ds = load_dataset(path, classes=CLASSES, flip=False, cache=False)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(out_file.name + ".tmp.npz")
-    np.savez_compressed(
-        tmp, format=np.array(CACHE_FORMAT), version=np.array(CACHE_FORMAT_VERSION),
+    arrays = dict(
+        format=np.array(CACHE_FORMAT), version=np.array(CACHE_FORMAT_VERSION),
         images=ds.images.astype(np.float16), files=ds.files.astype(str), classes=ds.classes.astype(str), patients=ds.patients.astype(str),
     )
-    os.replace(tmp, out_file)
+    files_lib.write_atomic(out_file, lambda fh: np.savez_compressed(fh, **arrays))
     return out_file
 
 

@@ -3,17 +3,38 @@ import os
 import pathlib
 
 
-def write_text_atomic(path, text):
-    """Replace `path` with `text` so that a reader (or a kill) sees the old file or the new one, never half of one."""
+def write_atomic(path, write, mode="wb"):
+    """Replace `path` with what `write(file_handle)` writes, so that a reader (or a kill) sees the old file
+    or the new one, never half of one: a temporary `.<name>.<pid>.tmp` in the same folder, fsync, rename."""
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
+        with open(tmp, mode) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    _fsync_dir(path.parent)
     return path
+
+
+def write_text_atomic(path, text):
+    """`write_atomic` for a text file."""
+    return write_atomic(path, lambda fh: fh.write(text), mode="w")
+
+
+def _fsync_dir(folder):
+    """Make a rename in `folder` durable (best effort: some filesystems refuse)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

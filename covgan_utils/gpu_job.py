@@ -21,7 +21,7 @@ import keras
 
 from covgan_utils import config as config_lib
 from covgan_utils import data as data_lib
-from covgan_utils import metrics, release
+from covgan_utils import metrics, release, tracking
 from covgan_utils import sample as sample_lib
 from covgan_utils import train as train_lib
 
@@ -82,12 +82,6 @@ def collect_run(run_dir, out_dir):
         shutil.copyfile(grids[-1], out_dir / "samples.png")
 
 
-def read_stats(file):
-    """Rows of a stats.jsonl file."""
-    lines = pathlib.Path(file).read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
 def step_timing(rows, batch_size):
     """{epochs_done, steps_per_epoch, steps, seconds_per_step_mean, ..._after_first_epoch} from stats.jsonl rows."""
     if not rows:
@@ -134,7 +128,7 @@ def _cpu_model():
 
 def describe_job(run_dir, config, train_seconds):
     """job.json content: device, backend, preset, wall minutes of training, epochs and step timing."""
-    timing = step_timing(read_stats(run_dir / "stats.jsonl"), config.batch_size)
+    timing = step_timing(tracking.read_jsonl(run_dir / "stats.jsonl"), config.batch_size)
     return {
         **describe_device(),
         "preset": config.preset,

@@ -29,14 +29,11 @@ def export_release(run_dir, release_dir=None, checkpoint="latest"):
     """Copy a run's generator (EMA when present) into `release_dir` as float16 arrays + config.json."""
     release_dir = pathlib.Path(release_dir or paths.RELEASE_DIR)
     release_dir.mkdir(parents=True, exist_ok=True)
-    generator = train.load_run_generator(run_dir, checkpoint)
+    generator, source = train.read_run_generator(run_dir, checkpoint)
     arrays = {f"g/{i:04d}": np.asarray(v.numpy()).astype(np.float16) if v.dtype == "float32" else np.asarray(v.numpy()) for i, v in enumerate(generator.variables)}
     np.savez_compressed(release_dir / WEIGHTS, **arrays)
     config_lib.Config.load(run_dir).save(release_dir)
-    file = checkpoints.checkpoint_file(run_dir, checkpoint)
-    with np.load(file, allow_pickle=False) as z:
-        epoch, ema = int(z["epoch"]), "ema/0000" in z.files
-    source = {"run": pathlib.Path(run_dir).name, "checkpoint": file.name, "epoch": epoch, "weights": "EMA generator" if ema else "generator"}
+    source = {"run": pathlib.Path(run_dir).name, **source}
     (release_dir / "source.json").write_text(json.dumps(source) + "\n")
     return release_dir / WEIGHTS
 

@@ -52,7 +52,9 @@ class TFStep:
     """`step(real, r1_due)` -> logs; one `tf.function` per value of `r1_due`."""
 
     def __init__(self, gan):
-        self.gan, self.compiled = gan, {}
+        import tensorflow as tf  # the TensorFlow backend is running: TensorFlow is loaded already
+
+        self.tf, self.gan, self.compiled = tf, gan, {}
 
     def load(self):
         """State lives in the variables: nothing to do."""
@@ -61,14 +63,12 @@ class TFStep:
         """State lives in the variables: nothing to do."""
 
     def __call__(self, real, r1_due):
-        import tensorflow as tf
-
         if r1_due not in self.compiled:
-            self.compiled[r1_due] = tf.function(functools.partial(self._step, tf, r1_due=r1_due))
+            self.compiled[r1_due] = self.tf.function(functools.partial(self._step, r1_due=r1_due))
         return self.compiled[r1_due](real)
 
-    def _step(self, tf, real, r1_due):
-        gan, c = self.gan, self.gan.config
+    def _step(self, real, r1_due):
+        gan, c, tf = self.gan, self.gan.config, self.tf
         G, D, n = gan.generator, gan.discriminator, real.shape[0]
         rand = draw(gan, n)
 

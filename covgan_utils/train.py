@@ -115,11 +115,15 @@ class GAN(keras.Model):
             self._stepper = steps.make_step(self)
         return self._stepper
 
+    def d_steps_done(self):
+        """Discriminator updates so far (the optimizer's step counter: lazy R1 is due on multiples of r1_every)."""
+        return int(np.asarray(self.d_optimizer.iterations.numpy()))
+
     def train_step(self, real):
         """One training step on a batch [B, 128, 128, 1], its state written back into the variables -> logs."""
         step = self.stepper()
         step.load()
-        logs = step(real, losses.r1_is_due(self.config, int(np.asarray(self.d_optimizer.iterations.numpy()))))
+        logs = step(real, losses.r1_is_due(self.config, self.d_steps_done()))
         step.store()
         return logs
 
@@ -134,7 +138,7 @@ class GAN(keras.Model):
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
             step.load()
-            d_step = int(np.asarray(self.d_optimizer.iterations.numpy()))
+            d_step = self.d_steps_done()
             history = []
             for index, real in enumerate(batches(epoch)):
                 history.append(step(real, losses.r1_is_due(self.config, d_step)))
@@ -164,27 +168,32 @@ def load_run_generator(run_dir, checkpoint="latest"):
     """Generator of a run folder at one of its checkpoints (EMA weights when trained with EMA).
     "latest" skips damaged checkpoints (`checkpoints.CorruptCheckpointWarning`) for the previous one;
     a damaged "best", epoch or file raises a one-line `checkpoints.CorruptCheckpointError`."""
+    return read_run_generator(run_dir, checkpoint)[0]
+
+
+def read_run_generator(run_dir, checkpoint="latest"):
+    """(generator, source) as `load_run_generator`; source = {"checkpoint": file name, "epoch", "weights"}
+    of the checkpoint actually loaded."""
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    config = config_lib.Config.load(run_dir)
-    generator = build_generator(config)
+    generator = build_generator(config_lib.Config.load(run_dir))
 
     def load(file):  # whole file read and checked before anything is assigned
         arrays = checkpoints.read_arrays(file)
         group = "ema" if any(k.startswith("ema/") for k in arrays) else "g"
         checkpoints.load_groups(file, {group: generator.variables}, arrays)
+        epoch = int(arrays["epoch"]) if "epoch" in arrays else None
+        return {"checkpoint": file.name, "epoch": epoch, "weights": "EMA generator" if group == "ema" else "generator"}
 
     if checkpoint == "latest":
-        checkpoints.load_newest(run_dir, load)
-        return generator
+        return generator, checkpoints.load_newest(run_dir, load)[1]
     file = checkpoints.checkpoint_file(run_dir, checkpoint)
     try:
-        load(file)
+        return generator, load(file)
     except checkpoints.CorruptCheckpointError as err:
         fix = "use --checkpoint latest" if checkpoint == "best" else "use --checkpoint latest or another epoch"
         raise err.with_fix(fix) from None
-    return generator
 
 
 def seed_everything(seed):
@@ -366,7 +375,7 @@ def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), image
         if latest_checkpoint(run_dir) is None:
             raise ValueError(f"nothing to resume: no checkpoint-*.npz in {run_dir}")
         # newest checkpoint that loads (all or nothing); damaged newer ones are skipped with a warning
-        ckpt, initial_epoch, skipped = checkpoints.load_newest(run_dir, lambda path: checkpoints.load_state(path, gan.state_groups()))
+        ckpt, initial_epoch, skipped = checkpoints.load_newest(run_dir, gan.load_checkpoint)
         for path in skipped:  # training goes on from `ckpt`: the damaged files must not count as newer checkpoints
             checkpoints.set_aside(path)
         truncate_jsonl(run_dir, initial_epoch)
