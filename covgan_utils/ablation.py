@@ -236,44 +236,6 @@ def table(root, floor=None, features="domain"):
     return "\n".join(lines)
 
 
-def add_commands(subparsers):
-    p = subparsers.add_parser("ablation", help="equal-compute ablation: train, evaluate, tabulate")
-    sub = p.add_subparsers(dest="ablation_command", metavar="ACTION")
-    sub.required = True
-    r = sub.add_parser("run", help="train every (row, seed) for the same wall-clock budget")
-    r.add_argument("--rows", nargs="+", default=list(REMEDIES), choices=list(REMEDIES), metavar="ROW")
-    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    r.add_argument("--minutes", type=float, required=True, help="wall-clock budget per run")
-    r.add_argument("--arch", choices=("paper", "lean"), default="paper", help="model for the paper-recipe rows (lean on CPU)")
-    r.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
-    r.add_argument("--data", help="data folder")
-    r.set_defaults(func=lambda a: print("\n".join(map(str, run(a.rows, a.seeds, a.minutes, a.root, a.arch, a.data)))))
-    e = sub.add_parser("evaluate", help="score every finished run against the validation split")
-    e.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
-    e.add_argument("--n", type=int, default=500)
-    e.add_argument("--features", choices=("domain", "inception"), default="domain", help="inception: the [fid] extra, writes eval-inception.json")
-    e.add_argument("--rows", nargs="+", choices=list(REMEDIES), metavar="ROW", help="only these rows' runs (default: every finished run)")
-    e.add_argument("--seeds", nargs="+", type=int, help="only these seeds' runs (default: every seed)")
-    e.set_defaults(func=_cli_evaluate)
-    c = sub.add_parser("curve", help="score several checkpoints of one run (metrics over training)")
-    c.add_argument("--run", required=True, help="run folder")
-    c.add_argument("--epochs", nargs="+", type=int, required=True, help="checkpoint epochs to score")
-    c.add_argument("--n", type=int, default=500)
-    c.add_argument("--features", choices=("domain", "inception"), default="domain")
-    c.add_argument("--data", help="data folder")
-    c.set_defaults(func=_cli_curve)
-    g = sub.add_parser("sheet", help="one figure of samples, a line per row")
-    g.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
-    g.add_argument("--out", required=True, help="PNG to write")
-    g.add_argument("--seed", type=int, default=0, help="which training seed's runs to show")
-    g.set_defaults(func=lambda a: print("\n".join(sheet(a.root or paths.MODELS_DIR / "ablation", a.out, seed_of_run=a.seed))))
-    t = sub.add_parser("report", help="print the markdown table")
-    t.add_argument("--root", help="folder of the ablation runs (default models/ablation/)")
-    t.add_argument("--floor", help="an evaluate report JSON whose baselines hold the real-vs-real floor")
-    t.add_argument("--features", choices=("domain", "inception"), default="domain", help="which eval*.json files to tabulate")
-    t.set_defaults(func=_cli_report)
-
-
 def _cli_report(args):
     floor = json.loads(pathlib.Path(args.floor).read_text())["baselines"]["floor"] if args.floor else None
     print(table(args.root or paths.MODELS_DIR / "ablation", floor, args.features))
@@ -286,3 +248,11 @@ def _cli_evaluate(args):
 def _cli_curve(args):
     curve(args.run, args.epochs, args.n, args.features, args.data)
     print(curve_table(args.run, args.features))
+
+
+def _cli_run(args):
+    print("\n".join(map(str, run(args.rows or list(REMEDIES), args.seeds, args.minutes, args.root, args.arch, args.data))))
+
+
+def _cli_sheet(args):
+    print("\n".join(sheet(args.root or paths.MODELS_DIR / "ablation", args.out, seed_of_run=args.seed)))

@@ -16,6 +16,7 @@ import os
 import pathlib
 import re
 import time
+import zipfile
 
 import numpy as np
 
@@ -115,9 +116,25 @@ def load_autoencoder(run_dir):
     model_file = run_dir / MODEL_FILE
     if not model_file.is_file():
         raise FileNotFoundError(f"no {MODEL_FILE} in {run_dir}: train one with `python -m covgan_utils widget train`")
-    config = AutoencoderConfig.from_json(json.loads((run_dir / "config.json").read_text()))
-    model = keras.models.load_model(model_file, compile=False, safe_mode=True)  # never deserialises code
-    return config, model.get_layer("encoder"), model.get_layer("decoder")
+    retrain = "retrain it with `python -m covgan_utils widget train`"
+    config_file = run_dir / "config.json"
+    try:
+        config = AutoencoderConfig.from_json(json.loads(config_file.read_bytes().decode("utf-8")))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no config.json in {run_dir}: is it an autoencoder run folder? {retrain}") from None
+    except (ValueError, TypeError, AttributeError) as err:  # not JSON / not UTF-8, not an object, a field of the wrong type
+        raise ValueError(f"{config_file}: not a valid autoencoder config ({' '.join(str(err).split())}); restore it or {retrain}") from None
+    if not zipfile.is_zipfile(model_file):
+        raise ValueError(f"{model_file}: refused (not a .keras zip archive: damaged or truncated); {retrain}")
+    try:
+        model = keras.models.load_model(model_file, compile=False, safe_mode=True)  # never deserialises code
+        return config, model.get_layer("encoder"), model.get_layer("decoder")
+    except Exception as err:  # noqa: BLE001  (Keras raises ValueError, TypeError, KeyError, OSError, ... on a bad file)
+        if "Lambda" in str(err) or "unsafe" in str(err).lower():
+            reason = "it holds a Lambda layer or other Python code, which Keras safe_mode never loads"
+        else:
+            reason = f"not a loadable Keras model: {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+        raise ValueError(f"{model_file}: refused ({reason}); {retrain}") from None
 
 
 # ---------------------------------------------------------------- runs

@@ -91,15 +91,6 @@ def table(reports, extra=None):
     return "\n".join(lines)
 
 
-def add_commands(subparsers):
-    p = subparsers.add_parser("calibrate", help="score degraded real scans against the validation scans (a scale for KID/FID/PRDC)")
-    p.add_argument("--features", default="domain", choices=("domain", "inception"))
-    p.add_argument("--n", type=int, default=112, help="images per side (default 112: the whole validation set)")
-    p.add_argument("--data", help="data folder")
-    p.add_argument("--out", required=True, help="report JSON file")
-    p.set_defaults(func=_cli_calibrate)
-
-
 def _cli_calibrate(args):
     if args.n < 10:
         raise ValueError(f"--n must be at least 10 (k-nearest-neighbour metrics need neighbours), got {args.n}")

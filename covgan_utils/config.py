@@ -1,6 +1,7 @@
 """Training configuration: one dataclass, named presets, JSON round trip."""
 import dataclasses
 import json
+import math
 import os
 import pathlib
 
@@ -61,7 +62,7 @@ class Config:
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
     metrics_every: int = 0  # 0 = no metric callback
-    metrics_features: str = "domain"  # features of the callback's KID: "domain" (fast) or "inception" (the [fid] extra; sees texture)
+    metrics_features: str = "auto"  # features of the callback's KID: "inception" (the [fid] extra; sees texture), "domain" (fast; layout only) or "auto" (inception when installed)
     grid_seeds: int = 36
 
     def replace(self, **changes):
@@ -91,13 +92,29 @@ class Config:
 
     @classmethod
     def load(cls, run_dir):
-        """Config from `<run_dir>/config.json`."""
+        """Config from `<run_dir>/config.json`. Fields it lacks take their defaults; a file that is not
+        valid JSON, or holds an unknown field or a value of the wrong type, raises a one-line ValueError
+        naming the file and the field."""
         file = pathlib.Path(run_dir) / "config.json"
         if not file.is_file():
             raise FileNotFoundError(f"{file} not found: is {run_dir} a run folder?")
-        raw = json.loads(file.read_text())
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in known}
+        fix = "restore it or start a new run folder"
+        try:
+            raw = json.loads(file.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{file}: not valid JSON (not UTF-8 text: {err.reason} at byte {err.start}); {fix}") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{file}: not valid JSON ({err.msg}: line {err.lineno} column {err.colno}); {fix}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{file}: expected a JSON object of config fields, got {type(raw).__name__}; {fix}")
+        defaults = cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in raw.items():
+            if key not in known:
+                raise ValueError(f"{file}: unknown config field {key!r}, not one of covgan_utils.config.Config's (is {run_dir} a GAN run folder?); "
+                                 f"remove the field or {fix}")
+            values[key] = _checked_value(getattr(defaults, key), value, key, file)
         return cls(**values)
 
 
@@ -113,6 +130,42 @@ def _parse_value(current, text, key):
         return type(current)(text)
     except ValueError:
         raise ValueError(f"--set {key}={text}: expected a value like {current!r}") from None
+
+
+def _fits(default, value):
+    """Whether a JSON value fits a field whose default is `default` (bool, int, float, str or tuple)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        try:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+        except OverflowError:  # an integer past float range
+            return False
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
+
+
+def _shown(value, limit=60):
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _checked_value(default, value, key, file):
+    """A config.json value as the field's type (lists -> tuples, whole numbers -> float where a float is
+    expected); a value of another type raises a one-line ValueError naming the field and the file."""
+    kinds = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string"}
+    if isinstance(default, tuple):
+        item = default[0] if default else ""
+        if not isinstance(value, list) or not all(_fits(item, v) for v in value):
+            expected = f"a list of {kinds[type(item)].replace('a ', '', 1)}s like {json.dumps(list(default))}"
+            raise ValueError(f"{file}: field {key!r} must be {expected}, got {_shown(value)}; fix it or restore the file")
+        return tuple(float(v) if isinstance(item, float) else v for v in value)
+    if not _fits(default, value):
+        raise ValueError(f"{file}: field {key!r} must be {kinds[type(default)]} like {json.dumps(default)}, got {_shown(value)}; fix it or restore the file")
+    return float(value) if isinstance(default, float) else value
 
 
 PRESETS = {

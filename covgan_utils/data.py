@@ -3,24 +3,37 @@ and the portable data cache (one .npz of the preprocessed scans that travels ins
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import pathlib
+import stat
+import struct
 import sys
 import urllib.parse
 import urllib.request
 import warnings
 import zipfile
+import zlib
 
 import cv2
 import numpy as np
 
+from covgan_utils import console
 from covgan_utils import files as files_lib
 from covgan_utils import paths
 
 IMAGE_SIZE = 128
 CLASSES = ("CT_COVID", "CT_NonCOVID")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Images are checked from their header before any pixel is decoded: width x height over MAX_IMAGE_PIXELS
+# (a 20000x20000 PNG compresses to a few KB and would decode to 400 MB) or a side under MIN_IMAGE_SIDE
+# (no scan in it; a 1x1 file would become a flat 128x128 image) are skipped like unreadable files.
+# The COVID-CT scans range from 148x61 to 1637x1225 pixels.
+MAX_IMAGE_PIXELS = 25_000_000
+MIN_IMAGE_SIDE = 8
+MAX_FILE_BYTES = 256 * 2**20  # larger files (or zip members) are skipped unread
+IMAGE_RULES = f"PNG, JPEG, BMP or TIFF, 8- or 16-bit, sides of at least {MIN_IMAGE_SIDE} px, at most {MAX_IMAGE_PIXELS:,} pixels"
 METADATA = {  # class -> (csv file, file-name column, patient-id column)
     "CT_COVID": ("COVID-CT-MetaInfo.csv", "File name", "Patient ID"),
     "CT_NonCOVID": ("NonCOVID-CT-MetaInfo.csv", "image name", "patient id"),
@@ -101,29 +114,166 @@ def find_data_dir(path=None):
 
 
 def _list_sources(data_dir, cls):
-    """[(name, reader)] for the images of one class, from its folder or its zip."""
+    """[(name, reader, size, stamp)] for the images of one class, from its folder or its zip."""
     folder, archive = data_dir / cls, data_dir / f"{cls}.zip"
     if folder.is_dir():
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        return [(p.name, p.read_bytes, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        return _folder_sources(folder)
     if archive.is_file():
-        zf = zipfile.ZipFile(archive)
+        try:
+            zf = zipfile.ZipFile(archive)
+        except (zipfile.BadZipFile, OSError) as err:
+            raise DataError(f"{archive} is not a readable zip file ({err}); download it again with `python -m covgan_utils data download` "
+                            f"or unpack the scans into {folder}/") from None
         infos = sorted((i for i in zf.infolist() if not i.is_dir() and "__MACOSX" not in i.filename), key=lambda i: i.filename)
         infos = [i for i in infos if not pathlib.PurePosixPath(i.filename).name.startswith(".")]
         return [(pathlib.PurePosixPath(i.filename).name, (lambda i=i: zf.read(i)), i.file_size, i.CRC) for i in infos]
     raise DataError(f"no {cls}/ folder or {cls}.zip in {data_dir}; {HOW_TO_GET}")
 
 
+def _folder_sources(folder):
+    """[(name, reader, size, mtime)] for the entries of `folder` that are not folders or hidden, sorted by name.
+    Entries that are not regular files (dangling links, symlink loops, FIFOs) are listed too: their reader
+    raises OSError, so they are skipped with the unreadable files instead of vanishing (or blocking a read)."""
+    sources = []
+    for p in sorted(q for q in folder.iterdir() if not q.name.startswith(".") and not q.is_dir()):
+        try:
+            st = p.stat()  # follows links: raises for loops and dangling links
+        except OSError as err:
+            sources.append((p.name, _raiser(err), None, None))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            sources.append((p.name, _raiser(OSError(f"not a regular file (mode {stat.filemode(st.st_mode)})")), None, None))
+            continue
+        sources.append((p.name, p.read_bytes, st.st_size, st.st_mtime_ns))
+    return sources
+
+
+def _raiser(err):
+    def read():
+        raise err
+    return read
+
+
+READ_ERRORS = (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error)  # a file or zip member that cannot be read
+
+
+def _read_and_decode(name, read, n_bytes, size):
+    """(image or None, reason or None) for one source entry: name and size checked, bytes read, header checked, decoded."""
+    if pathlib.PurePath(name).suffix.lower() not in IMAGE_EXTENSIONS:
+        return None, f"not an image file name ({', '.join(IMAGE_EXTENSIONS)})"
+    if n_bytes is not None and n_bytes > MAX_FILE_BYTES:
+        return None, f"{n_bytes:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit (data.MAX_FILE_BYTES); not read"
+    try:
+        blob = read()
+    except READ_ERRORS as err:
+        return None, f"cannot be read: {' '.join(str(err.strerror if isinstance(err, OSError) and err.strerror else err).split())}"
+    return check_image(blob, size)
+
+
+def _skipped_message(skipped, where):
+    """One line for a SkippedFilesWarning: each file with its reason, then the fix."""
+    listed = ", ".join(f"{name} ({reason})" for name, reason in skipped)
+    return f"skipped {len(skipped)} unreadable file(s) in {where}: {listed}; remove or replace them ({IMAGE_RULES})"
+
+
 # ---------------------------------------------------------------- decoding
 
-def decode_image(data, size=IMAGE_SIZE):
-    """Bytes of a PNG/JPEG (gray, RGB, RGBA, 8/16-bit) -> float32 [size, size] in [-1, 1], or None."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0..SOF15 (not DHT, JPG, DAC)
+
+
+def _jpeg_header(data):
+    """(width, height, complete) from the first frame header of JPEG bytes, complete meaning an end-of-image
+    marker follows the first scan (a truncated file has none); None if the markers before the scan are damaged."""
+    i, n, dims = 2, len(data), None
+    while i + 4 <= n:
+        if data[i] != 0xFF:  # stray bytes between segments: skipped, as libjpeg does
+            i = data.find(b"\xff", i)
+            if i < 0:
+                return None
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if marker == 0xD9:  # end of image before any scan
+            return None
+        (length,) = struct.unpack(">H", data[i + 2:i + 4])
+        if length < 2:
+            return None
+        if marker in JPEG_FRAME_MARKERS:
+            if i + 9 > n:
+                return None
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            dims = (width, height)
+        if marker == 0xDA:  # start of scan: entropy-coded data (0xFF always stuffed) up to the end-of-image marker
+            return None if dims is None else dims + (b"\xff\xd9" in data[i + 2 + length:],)
+        i += 2 + length
+    return None
+
+
+def image_header(data):
+    """(width, height) read from the header of image bytes without decoding any pixel, or a reason string
+    (str) when the header is missing or damaged. PNG and JPEG are parsed here; other formats (BMP, TIFF, ...)
+    by PIL's lazy `Image.open`, which reads the header only."""
+    if data[:8] == PNG_SIGNATURE:
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return "damaged PNG header"
+        return struct.unpack(">II", data[16:24])
+    if data[:3] == b"\xff\xd8\xff":
+        header = _jpeg_header(data)
+        if header is None:
+            return "damaged JPEG header"
+        if not header[2]:
+            return "truncated JPEG (no end-of-image marker)"
+        return header[:2]
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: the size is checked by the caller
+            with Image.open(io.BytesIO(data)) as im:
+                return tuple(im.size)
+    except Image.DecompressionBombError:
+        return f"over the {MAX_IMAGE_PIXELS:,}-pixel limit (data.MAX_IMAGE_PIXELS); not decoded"
+    except Exception:  # noqa: BLE001  (PIL raises many types on damaged headers)
+        return "not an image (no PNG, JPEG, BMP or TIFF header)"
+
+
+def check_image(data, size=IMAGE_SIZE):
+    """Bytes of an image file -> (float32 [size, size] in [-1, 1], None), or (None, reason) when the file is
+    empty, not an image, damaged or truncated, of an unsupported pixel type, or outside the size limits
+    (MIN_IMAGE_SIDE, MAX_IMAGE_PIXELS: checked from the header, before decoding). Never raises on bad bytes."""
     if not data:
-        return None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        return None, "empty file, 0 bytes"
+    data = data if isinstance(data, bytes) else bytes(data)
+    header = image_header(data)
+    if isinstance(header, str):
+        return None, header
+    width, height = header
+    if width * height > MAX_IMAGE_PIXELS:
+        return None, f"{width}x{height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit (data.MAX_IMAGE_PIXELS); not decoded"
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return None, f"{width}x{height} pixels, under the {MIN_IMAGE_SIDE}-pixel minimum side (data.MIN_IMAGE_SIDE)"
+    try:
+        with console.quiet_stderr():  # libpng/libjpeg messages: a damaged file is reported once, with its name
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
     if image is None or image.size == 0:
-        return None
-    return preprocess(image, size)
+        return None, "damaged or truncated image data"
+    if image.dtype not in (np.uint8, np.uint16):
+        return None, f"unsupported pixel type {image.dtype} (8- or 16-bit images only)"
+    return preprocess(image, size), None
+
+
+def decode_image(data, size=IMAGE_SIZE):
+    """Bytes of a PNG/JPEG (gray, RGB, RGBA, 8/16-bit) -> float32 [size, size] in [-1, 1], or None when
+    `check_image` refuses them (it gives the reason)."""
+    return check_image(data, size)[0]
 
 
 def preprocess(image, size=IMAGE_SIZE):
@@ -180,10 +330,10 @@ def _decode_class(data_dir, cls, size):
     sources = _list_sources(data_dir, cls)
     patient_of = read_patient_ids(data_dir, cls)
     images, files, skipped = [], [], []
-    for name, read, _, _ in sources:
-        image = decode_image(read(), size) if pathlib.PurePath(name).suffix.lower() in IMAGE_EXTENSIONS else None
+    for name, read, n_bytes, _ in sources:
+        image, reason = _read_and_decode(name, read, n_bytes, size)
         if image is None:
-            skipped.append(name)
+            skipped.append((name, reason))
             continue
         images.append(image)
         files.append(name)
@@ -212,9 +362,9 @@ def load_dataset(path=None, classes=("CT_COVID",), flip=True, size=IMAGE_SIZE, c
         files += f
         patients += p
         labels += [cls] * len(f)
-        skipped += [f"{cls}/{name}" for name in s]
+        skipped += [(f"{cls}/{name}", reason) for name, reason in s]
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}", SkippedFilesWarning, stacklevel=2)
+        warnings.warn(_skipped_message(skipped, data_dir), SkippedFilesWarning, stacklevel=2)
     if not images:
         raise DataError(f"no readable image of {', '.join(classes)} in {data_dir}; {HOW_TO_GET}")
     images = np.stack(images)[..., None]  # [N, size, size, 1]
@@ -335,15 +485,15 @@ def load_folder(folder, size=IMAGE_SIZE):
     """Every image file in `folder` (any size/format), processed like the training data -> [N, size, size, 1]."""
     folder = pathlib.Path(folder)
     if not folder.is_dir():
-        raise DataError(f"image folder {folder} does not exist")
+        raise DataError(f"image folder {folder} does not exist; pass a folder of scans ({IMAGE_RULES})")
     images, skipped = [], []
-    for p in sorted(q for q in folder.iterdir() if q.is_file()):
-        image = decode_image(p.read_bytes(), size) if p.suffix.lower() in IMAGE_EXTENSIONS else None
-        (images.append(image) if image is not None else skipped.append(p.name))
+    for name, read, n_bytes, _ in _folder_sources(folder):
+        image, reason = _read_and_decode(name, read, n_bytes, size)
+        (images.append(image) if image is not None else skipped.append((name, reason)))
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {folder}: {', '.join(skipped)}", SkippedFilesWarning, stacklevel=2)
+        warnings.warn(_skipped_message(skipped, folder), SkippedFilesWarning, stacklevel=2)
     if not images:
-        raise DataError(f"no readable image in {folder}")
+        raise DataError(f"no readable image in {folder}; put scans there ({IMAGE_RULES})")
     return np.stack(images)[..., None]  # [N, size, size, 1]
 
 

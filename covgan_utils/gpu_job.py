@@ -175,18 +175,6 @@ def check_outputs(out_dir):
 
 # ---------------------------------------------------------------- CLI
 
-def add_commands(subparsers):
-    p = subparsers.add_parser("gpu-job", help="train on a data cache, export, score: at most 8 small files in --out (tools/gpu_run.sh)")
-    p.add_argument("--data", required=True, help="data cache .npz from `data export-cache` (a data folder works too)")
-    p.add_argument("--out", required=True, help="new or empty output folder")
-    p.add_argument("--preset", default="gpu", help="training preset (default gpu)")
-    p.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, help=f"training wall-clock budget (default {DEFAULT_MINUTES:g}); stops after the first epoch past it")
-    p.add_argument("--epochs", type=int, help="at most this many epochs (default: the preset's)")
-    p.add_argument("--run-dir", help="run folder (default: next models/<NNNNN>-<preset>/)")
-    p.add_argument("--n-eval", type=int, default=500, help="generated images scored in metrics.json (default 500)")
-    p.set_defaults(func=_cli_gpu_job)
-
-
 def _cli_gpu_job(args):
     out = run_job(args.data, args.out, preset=args.preset, minutes=args.minutes, run_dir=args.run_dir, epochs=args.epochs, n_eval=args.n_eval)
     job = json.loads((out / "job.json").read_text())

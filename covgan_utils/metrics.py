@@ -56,7 +56,7 @@ def score_set(generated, real, features, real_features=None, train=None, train_f
     return report
 
 
-def evaluate_images(generated, real, train=None, n=500, features="domain", seed=0, baselines=True, ms_ssim_pairs=500, nearest_png=None):
+def evaluate_images(generated, real, train=None, n=500, features="auto", seed=0, baselines=True, ms_ssim_pairs=500, nearest_png=None):
     """Evaluate a generated set against real held-out images -> report dict (JSON-serialisable).
 
     generated, real, train: [N, 128, 128, 1] in [-1, 1]; generated and real are cut to at most `n`
@@ -64,7 +64,9 @@ def evaluate_images(generated, real, train=None, n=500, features="domain", seed=
     training images) enables the memorisation test, which searches all of it, and the
     real-train-vs-real floor, which uses n of it. Baselines, on the same n:
     "floor" (real train vs real; real split in halves when no train set is given), "noise"
-    (clipped Gaussian noise) and "repeat" (one real image repeated).
+    (clipped Gaussian noise) and "repeat" (one real image repeated). `features="auto"` (the default)
+    uses Inception features when the [fid] extra is installed; the report then also holds "layout":
+    KID/FID/PRDC on domain-encoder features for the samples and the floor, labelled layout-only.
     """
     started = time.time()
     feature_name, extract = feature_extractor(features)
@@ -92,10 +94,32 @@ def evaluate_images(generated, real, train=None, n=500, features="domain", seed=
     if mem is not None and nearest_png is not None:
         save_nearest_pairs(generated, train_all, mem["pixels"]["nearest_index"], mem["pixels"]["nearest_distance"], nearest_png)
         report["nearest_pairs_png"] = str(nearest_png)
+    if feature_name == "inception":
+        report["layout"] = layout_report(generated, real, train_s, seed)
     if baselines:
         report["baselines"] = baseline_reports(real, real_f, extract, len(generated), train_s, train_f, seed, ms_ssim_pairs, train_all, train_all_f)
     report["wall_seconds"] = round(time.time() - started, 2)
     return report
+
+
+LAYOUT_NOTE = "domain-encoder features: lung layout only, blind to texture and resolution (docs/RESULTS.md, calibration); the Inception numbers are the headline"
+
+
+def layout_report(generated, real, train=None, seed=0):
+    """KID, FID and PRDC on domain-encoder features of `generated` and of the floor (the first
+    len(generated) of `train`, else one half of `real` against the other), labelled layout-only."""
+    _, extract = feature_extractor("domain")
+    real_f, gen_f = extract(real), extract(generated)
+    if train is not None:
+        floor_f, floor_real_f = extract(train[: len(generated)]), real_f
+    else:
+        half = len(real) // 2
+        floor_f, floor_real_f = real_f[:half], real_f[half:]
+
+    def block(gen, ref):
+        return {"kid": kid(gen, ref, seed=seed), "fid": fid(gen, ref), "prdc": prdc(gen, ref)}
+
+    return {"features": "domain", "note": LAYOUT_NOTE, "generated": block(gen_f, real_f), "floor": block(floor_f, floor_real_f)}
 
 
 def baseline_reports(real, real_f, extract, n, train=None, train_f=None, seed=0, ms_ssim_pairs=500, train_all=None, train_all_f=None):
@@ -136,6 +160,14 @@ SUMMARY_ROWS = (
 )
 
 
+LAYOUT_ROWS = (
+    ("KID, domain features (layout only)", lambda r: r["kid"]["mean"]),
+    ("FID, domain features (layout only)", lambda r: r["fid"]["value"]),
+    ("precision, domain (layout only)", lambda r: r["prdc"]["precision"]),
+    ("recall, domain (layout only)", lambda r: r["prdc"]["recall"]),
+)
+
+
 def summary_table(report):
     """Markdown table: the generated set next to the floor and the two bad baselines."""
     columns = [("generated", report["generated"])]
@@ -148,6 +180,10 @@ def summary_table(report):
                 cells.append(f"{get(col):.4g}")
             except (KeyError, TypeError):
                 cells.append("n/a")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    layout = report.get("layout")
+    for label, get in LAYOUT_ROWS if layout else ():
+        cells = [f"{get(layout[name]):.4g}" if name in layout else "n/a" for name, _ in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     n = report["generated"]
     lines.append(f"\nfeatures: {report['features']}; n generated = {n['n_generated']}, n real = {n['n_real']}; real MS-SSIM = {report['real_ms_ssim']:.4g}")
@@ -179,38 +215,6 @@ def real_split(path=None, flip=True):
 def _images_from_run(run, n, seed, checkpoint="latest"):
     generator = sample.load_generator(run, checkpoint)
     return sample.generate(generator, list(range(seed, seed + n)))
-
-
-def add_commands(subparsers):
-    p = subparsers.add_parser("evaluate", help="score generated slices against real ones (JSON report)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--generated", help="folder of generated images")
-    source.add_argument("--run", help="run folder: sample n images (seeds S..S+n-1) from one of its checkpoints")
-    p.add_argument("--real", required=True, help="folder of real held-out images")
-    p.add_argument("--train", help="folder of the generator's training images (memorisation test, floor)")
-    p.add_argument("--out", required=True, help="report JSON file")
-    p.add_argument("--n", type=int, default=500, help="images per side (default 500)")
-    p.add_argument("--features", default="domain", choices=("domain", "inception", "auto"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", default="latest", help="with --run: latest | best | epoch number | file")
-    p.add_argument("--no-baselines", action="store_true", help="skip the floor and bad-generator baselines")
-    p.add_argument("--downstream", action="store_true", help="also run the (slow) downstream classifier test")
-    p.set_defaults(func=_evaluate)
-
-    m = subparsers.add_parser("metrics", help="metric utilities")
-    sub = m.add_subparsers(dest="metrics_command", metavar="ACTION")
-    sub.required = True
-    t = sub.add_parser("train-encoder", help="retrain the domain encoder used for KID/FID/PRDC features")
-    t.add_argument("--data", help="explicit data folder")
-    t.add_argument("--out", help="output folder (default models/domain_encoder/)")
-    t.add_argument("--epochs", type=int, default=None)
-    t.set_defaults(func=_train_encoder)
-    ex = sub.add_parser("export-real", help="write the COVID train/val split of the real scans as PNG folders")
-    ex.add_argument("out", help="folder to hold train/ and val/")
-    ex.add_argument("--data", help="explicit data folder")
-    ex.set_defaults(func=_export_real)
-    ls = sub.add_parser("list", help="list the registered metrics")
-    ls.set_defaults(func=lambda args: print("\n".join(f"{k}: {(v.__doc__ or '').strip().splitlines()[0]}" for k, v in METRICS.items())))
 
 
 def _evaluate(args):
@@ -255,3 +259,7 @@ def _train_encoder(args):
     kwargs = {} if args.epochs is None else {"epochs": args.epochs}
     out = encoder.train_encoder(args.data, out_dir=args.out, **kwargs)
     print(f"domain encoder written to {out}")
+
+
+def _list(args):
+    print("\n".join(f"{k}: {(v.__doc__ or '').strip().splitlines()[0]}" for k, v in METRICS.items()))

@@ -87,13 +87,6 @@ def plot_run(run_dir, real=None, n=16):
     return written
 
 
-def add_commands(subparsers):
-    p = subparsers.add_parser("plot", help="write the loss/accuracy/sample figures into a run folder")
-    p.add_argument("--run", required=True, help="run folder")
-    p.add_argument("--data", help="data folder for the real grid")
-    p.set_defaults(func=_cli_plot)
-
-
 def _cli_plot(args):
     run_dir = pathlib.Path(args.run)
     if not run_dir.is_dir():

@@ -38,9 +38,5 @@ def export_release(run_dir, release_dir=None, checkpoint="latest"):
     return release_dir / WEIGHTS
 
 
-def add_commands(subparsers):
-    p = subparsers.add_parser("release", help="export a run's generator as the released model (models/release/)")
-    p.add_argument("--run", required=True, help="run folder")
-    p.add_argument("--checkpoint", default="latest", help="latest | best | epoch number")
-    p.add_argument("--out", help="release folder (default models/release/)")
-    p.set_defaults(func=lambda args: print(export_release(args.run, args.out, args.checkpoint)))
+def _cli_release(args):
+    print(export_release(args.run, args.out, args.checkpoint))

@@ -24,8 +24,9 @@ def read_jsonl(file):
 
 class MetricsCallback(keras.callbacks.Callback):
     """Every `every` epochs: sample `n` images from fixed `seeds` and write the cheap metrics (SWD,
-    MS-SSIM, blank and duplicate fractions, KID on domain-encoder or, with `features="inception"`,
-    Inception-v3 features) as one JSON line each to
+    MS-SSIM, blank and duplicate fractions, KID on Inception-v3 features when the [fid] extra is
+    installed (`features="auto"`, the default), else or with `features="domain"` on the domain
+    encoder's) as one JSON line each to
     `<run_dir>/metric-<name>.jsonl` ({"epoch": completed epochs, "value": v, ...}).
 
     On a new lowest KID it writes `best.json` {"epoch", "metric", "value"} and, when the model has
@@ -33,10 +34,10 @@ class MetricsCallback(keras.callbacks.Callback):
     when the model has it, else from `model.generator` on the noise of those seeds (`images.generate`).
     """
 
-    def __init__(self, run_dir, real_val, real_train=None, every=5, n=200, seeds=None, ms_ssim_pairs=100, swd_per_image=128, encoder=None, features="domain"):
+    def __init__(self, run_dir, real_val, real_train=None, every=5, n=200, seeds=None, ms_ssim_pairs=100, swd_per_image=128, encoder=None, features="auto"):
         super().__init__()
-        if features not in ("domain", "inception"):
-            raise ValueError(f"metric features must be 'domain' or 'inception', got {features!r}")
+        if features not in ("domain", "inception", "auto"):
+            raise ValueError(f"metric features must be 'domain', 'inception' or 'auto' (inception when installed), got {features!r}")
         self.features = features
         self.run_dir = pathlib.Path(run_dir)
         self.every = max(1, int(every))
@@ -46,7 +47,8 @@ class MetricsCallback(keras.callbacks.Callback):
         self.real_train = None if real_train is None else scores.subsample(scores.as_images(real_train), self.n, seed=2)
         self.ms_ssim_pairs = ms_ssim_pairs
         self.swd_per_image = swd_per_image
-        self._encoder = encoder
+        self._encoder = encoder  # a domain encoder model to use instead of the committed one
+        self._extract = None
         self._real_features = None
         self.best = None
         best_file = self.run_dir / "best.json"
@@ -54,13 +56,14 @@ class MetricsCallback(keras.callbacks.Callback):
             self.best = json.loads(best_file.read_text()).get("value")
 
     def _features(self, images):
-        if self.features == "inception":  # texture-sensitive (docs/RESULTS.md, calibration), ~0.35 CPU-s per image
-            if self._encoder is None:
-                self._encoder = scores.feature_extractor("inception")[1]
-            return self._encoder(images)
-        if self._encoder is None:
-            self._encoder = encoder.load_encoder()
-        return encoder.embed(self._encoder, images)
+        """Features of `images`; the extractor is chosen on first use ("auto": Inception when installed)."""
+        if self._extract is None:
+            if self._encoder is not None and self.features == "domain":
+                model = self._encoder
+                self.features, self._extract = "domain", lambda x: encoder.embed(model, x)
+            else:  # inception: texture-sensitive (docs/RESULTS.md, calibration), ~0.35 CPU-s per image
+                self.features, self._extract = scores.feature_extractor(self.features)
+        return self._extract(images)
 
     def sample(self):
         model = self.model

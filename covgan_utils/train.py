@@ -5,6 +5,7 @@ The backend is Keras's (`KERAS_BACKEND=tensorflow`, the default, or `jax`); noth
 TensorFlow. The gradient step for each backend is in `covgan_utils.steps`; run folders and
 checkpoints are the same on both, so a run started under one resumes under the other.
 """
+import fcntl
 import json
 import pathlib
 import random
@@ -209,12 +210,14 @@ def seed_everything(seed):
 # ---------------------------------------------------------------- run folders
 
 def new_run_dir(preset, root=None):
-    """Create `root/<NNNNN>-<preset>/` with the next free number."""
+    """Create `root/<NNNNN>-<preset>/` with the next free number; trainings started at once get distinct numbers."""
     root = pathlib.Path(root or paths.MODELS_DIR)
     root.mkdir(parents=True, exist_ok=True)
-    numbers = [int(p.name.split("-", 1)[0]) for p in root.iterdir() if re.match(r"\d{5}-", p.name)]
-    run_dir = root / f"{max(numbers, default=-1) + 1:05d}-{preset}"
-    run_dir.mkdir()
+    with open(root / ".run-numbers.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # numbering is read-then-create: one process at a time
+        numbers = [int(p.name.split("-", 1)[0]) for p in root.iterdir() if re.match(r"\d{5}-", p.name)]
+        run_dir = root / f"{max(numbers, default=-1) + 1:05d}-{preset}"
+        run_dir.mkdir()
     return run_dir
 
 
@@ -360,7 +363,7 @@ def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), image
     """
     run_dir = _prepare_run_dir(config, run_dir, resume)
     if resume:
-        config = config_lib.Config.load(run_dir).replace(epochs=config.epochs, time_budget_minutes=config.time_budget_minutes)
+        config = _resumable_config(config, run_dir)
     config.save(run_dir)
     if images is None:
         images, val_images = training_images(config, data_dir)
@@ -386,6 +389,20 @@ def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), image
     images = np.asarray(images, np.float32)
     gan.run_epochs(lambda epoch: epoch_batches(images, config.batch_size, config.seed, epoch), initial_epoch, config.epochs, all_callbacks)
     return run_dir
+
+
+MODEL_FIELDS = ("arch", "latent_dim", "g_base_width", "g_widths", "d_widths", "upsample", "g_block_convs", "g_out_kernel", "spectral_norm")
+
+
+def _resumable_config(requested, run_dir):
+    """The run's own config.json with the requested `epochs` and time budget; refuses a run of another
+    preset or architecture, naming both."""
+    saved = config_lib.Config.load(run_dir)
+    differ = [f for f in ("preset",) + MODEL_FIELDS if getattr(saved, f) != getattr(requested, f)]
+    if differ:
+        pairs = ", ".join(f"{f} {getattr(saved, f)!r} (asked: {getattr(requested, f)!r})" for f in differ)
+        raise ValueError(f"--resume: {run_dir} holds a run with {pairs}; resume it with --preset {saved.preset} or train into another folder")
+    return saved.replace(epochs=requested.epochs, time_budget_minutes=requested.time_budget_minutes)
 
 
 def _prepare_run_dir(config, run_dir, resume):
@@ -437,30 +454,15 @@ def latest_run(preset=None, root=None):
 
 # ---------------------------------------------------------------- CLI
 
-def add_commands(subparsers):
-    p = subparsers.add_parser("train", help="train a GAN preset into a run folder")
-    p.add_argument("--preset", default=None, help=f"one of {', '.join(config_lib.PRESETS)} (default quick, smoke under COVGAN_SMOKE=1)")
-    p.add_argument("--data", help="data folder (default: $COVGAN_DATA, data/raw/, ../shared/data/covid-ct)")
-    p.add_argument("--run-dir", help="run folder (default: next models/<NNNNN>-<preset>/)")
-    p.add_argument("--epochs", type=int, help="total epochs (also extends a resumed run)")
-    p.add_argument("--seed", type=int, help="training seed")
-    p.add_argument("--minutes", type=float, help="wall-clock budget of this invocation: stop (with a checkpoint) after the first epoch past it")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir (or the newest run of the preset)")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="change config fields, e.g. --set g_widths=256,128,64,32,16 loss=hinge")
-    p.set_defaults(func=_cli_train)
-
-
 def _cli_train(args):
     pairs = (("epochs", args.epochs), ("seed", args.seed), ("time_budget_minutes", args.minutes))
     overrides = {k: v for k, v in pairs if v is not None}
-    if args.epochs is not None and args.epochs < 1:
-        raise ValueError("--epochs must be at least 1")
-    if args.minutes is not None and args.minutes <= 0:
-        raise ValueError("--minutes must be positive")
-    config = config_lib.get_preset(args.preset or config_lib.default_preset(), **overrides).with_overrides(args.set)
     if args.set and args.resume:
         raise ValueError("--set cannot change a run being resumed; its config.json is kept")
-    if args.resume and args.epochs is None and args.run_dir:
-        config = config.replace(epochs=config_lib.Config.load(args.run_dir).epochs)
+    if args.resume and args.run_dir and (pathlib.Path(args.run_dir) / "config.json").is_file():
+        saved = config_lib.Config.load(args.run_dir)  # resume asks for the run's own config (its --set changes too)
+        config = saved.replace(preset=args.preset or saved.preset, **{"time_budget_minutes": 0.0, **overrides})  # --minutes: this invocation's
+    else:
+        config = config_lib.get_preset(args.preset or config_lib.default_preset(), **overrides).with_overrides(args.set)
     run_dir = train(config, args.run_dir, data_dir=args.data, resume=args.resume)
     print(run_dir)

@@ -184,17 +184,68 @@ def export_widget(autoencoder_run=None, gan="latest", out_dir=None, n_generated=
 # ---------------------------------------------------------------- serving
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files of the widget folder and nothing outside it: `..` in any spelling (`/../`, `%2e%2e/`,
+    `..%2f`, ...) is dropped by `translate_path`; a path with a NUL byte or an undecodable name, or one that
+    resolves outside the folder (a symlink), is answered 403."""
+
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript", ".json": "application/json", ".bin": "application/octet-stream"}
 
     def log_message(self, *args):
         pass
 
+    def send_head(self):
+        if not self._inside(self.translate_path(self.path)):
+            self.send_error(http.HTTPStatus.FORBIDDEN, "outside the widget folder")
+            return None
+        return super().send_head()
 
-def start_server(directory=None, port=0, host="127.0.0.1"):
-    """Serve `directory` on host:port (0 = any free port) in a daemon thread; returns (server, url)."""
+    def _inside(self, path):
+        try:
+            os.fsencode(path)  # NUL bytes and lone surrogates (from %-escapes) make no file name
+            if "\x00" in path:
+                return False
+            root = os.path.realpath(self.directory)
+            return os.path.commonpath([root, os.path.realpath(path)]) == root
+        except ValueError:
+            return False
+
+
+MODEL_JSON = "model/model.json"
+
+
+def check_model_json(directory):
+    """Check the TF.js model of an exported widget, `<directory>/model/model.json`: a JSON object with a
+    `modelTopology` object and a `weightsManifest` list whose weight files exist inside model/. Raises a
+    one-line FileNotFoundError / ValueError naming the file and the fix."""
+    file = pathlib.Path(directory) / MODEL_JSON
+    fix = "re-export the widget with `python -m covgan_utils widget export`"
+    if not file.is_file():
+        raise FileNotFoundError(f"no {MODEL_JSON} in {directory}: the widget export is incomplete; {fix}")
+    try:
+        blob = json.loads(file.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{file}: not valid JSON ({' '.join(str(err).split())}); {fix}") from None
+    manifest = blob.get("weightsManifest") if isinstance(blob, dict) else None
+    if not isinstance(blob, dict) or not isinstance(blob.get("modelTopology"), dict) or not isinstance(manifest, list) \
+            or not all(isinstance(g, dict) and isinstance(g.get("paths"), list) for g in manifest):
+        raise ValueError(f"{file}: not a TF.js graph model (needs a modelTopology object and a weightsManifest list of weight groups); {fix}")
+    model_dir = file.parent.resolve()
+    for name in (n for g in manifest for n in g["paths"]):
+        shard = model_dir / name if isinstance(name, str) and "\x00" not in name else None
+        if shard is None or os.path.commonpath([model_dir, shard.resolve()]) != str(model_dir):
+            raise ValueError(f"{file}: weight file {name!r} is not a file name inside model/; {fix}")
+        if not shard.is_file():
+            raise FileNotFoundError(f"{file}: weight file {shard} is missing; {fix}")
+
+
+def start_server(directory=None, port=0, host="127.0.0.1", require_model=False):
+    """Serve `directory` on host:port (0 = any free port) in a daemon thread; returns (server, url).
+    Its model/model.json is checked first (`check_model_json`) when present, or always with `require_model`."""
     directory = pathlib.Path(directory) if directory else DEFAULT_OUT
     if not (directory / "index.html").is_file():
         raise FileNotFoundError(f"no widget in {directory}: run `python -m covgan_utils widget export` first")
+    if require_model or (directory / MODEL_JSON).exists():
+        check_model_json(directory)
     handler = functools.partial(_QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer((host, port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -233,37 +284,12 @@ def _cmd_export(args):
 
 
 def _cmd_serve(args):
-    server, url = start_server(args.dir, args.port)
+    server, url = start_server(args.dir, args.port, require_model=True)
     print(f"serving the latent widget at {url} (Ctrl+C to stop)", flush=True)
     try:
         threading.Event().wait()
     finally:
         server.shutdown()
-
-
-def add_commands(subparsers):
-    widget = subparsers.add_parser("widget", help="latent-space widget: train the autoencoder, export to TF.js, serve")
-    sub = widget.add_subparsers(dest="widget_command", metavar="ACTION")
-    sub.required = True
-
-    p = sub.add_parser("train", help="train the dense autoencoder (models/<NNNNN>-autoencoder/)")
-    p.add_argument("--preset", default="paper", choices=sorted(ae.PRESETS))
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--gan", default="latest", help='GAN run whose samples are encoded ("latest", a run, or "none")')
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("export", help="export the widget (TF.js decoder + latent map) to exports/latent_widget/")
-    p.add_argument("--autoencoder", default="latest", help='autoencoder run folder, number or "latest"')
-    p.add_argument("--gan", default="latest", help='GAN run for the generated overlay ("latest", "release", a run, or "none")')
-    p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--n-generated", type=int, default=256)
-    p.add_argument("--cdn-fallback", action="store_true", help="load tfjs/three from a CDN when widget/node_modules is missing")
-    p.set_defaults(func=_cmd_export)
-
-    p = sub.add_parser("serve", help="serve the exported widget on 127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--dir", default=None, help=f"widget folder (default {DEFAULT_OUT})")
-    p.set_defaults(func=_cmd_serve)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "covgan_utils"
 # Modules by layer: a module may import only from lower layers (data, models -> train -> sample -> metrics -> study -> cli).
 LAYERS = (
-    ("paths", "files"),
+    ("paths", "files", "console"),
     ("config",),
-    ("data",),
+    ("data", "notebook"),
     ("encoder", "images", "models", "augment", "checkpoints", "data_cli", "downstream"),
     ("scores", "losses"),
     ("steps", "guard", "tracking"),
@@ -128,7 +128,7 @@ def test_the_jax_path_runs_with_tensorflow_unimportable(tmp_path):
     scans = make_scans(tmp_path / "scans", n_patients=10)
     run, out = tmp_path / "run", tmp_path / "out"
     calls = [
-        ["train", "--preset", "smoke", "--run-dir", str(run), "--data", str(scans), "--epochs", "2", "--set", "metrics_every=1", "guard=true", "guard_warmup=1"],
+        ["train", "--preset", "smoke", "--run-dir", str(run), "--data", str(scans), "--epochs", "2", "--set", "metrics_every=1", "metrics_features=domain", "guard=true", "guard_warmup=1"],
         ["sample", "--run", str(run), "--n", "16", "--out", str(out / "samples")],
         ["interpolate", "--run", str(run), "--seed-a", "1", "--seed-b", "2", "--steps", "3", "--out", str(out / "strip.png")],
         ["evaluate", "--generated", str(out / "samples"), "--real", str(scans / "CT_COVID"), "--out", str(out / "eval.json"), "--n", "16", "--features", "domain"],

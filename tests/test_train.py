@@ -114,3 +114,35 @@ def test_cli_set_writes_the_changed_config(tmp_path, capsys):
     assert (saved.epochs, saved.max_images, saved.g_steps) == (1, 20, 2)
     assert cli.main(["train", "--preset", "smoke", "--run-dir", str(tmp_path / "other"), "--data", str(scans), "--set", "loss=nope"]) == 2
     assert "unknown loss" in capsys.readouterr().err
+
+
+def test_runs_started_at_once_get_distinct_numbered_folders(tmp_path):
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda i: train.new_run_dir(("quick", "best")[i % 2], tmp_path), range(16)))
+    assert sorted(int(p.name[:5]) for p in made) == list(range(16))
+
+
+def test_resume_refuses_another_preset_or_architecture(tmp_path, blob_images):
+    run = train.train(config.get_preset("smoke", epochs=1), tmp_path / "run", images=blob_images, verbose=False)
+    with pytest.raises(ValueError, match="preset 'smoke' \\(asked: 'quick'\\)"):
+        train.train(config.get_preset("quick", epochs=2), run, images=blob_images, resume=True, verbose=False)
+    with pytest.raises(ValueError, match="g_widths"):
+        train.train(config.get_preset("smoke", epochs=2, g_widths=(8, 8, 8, 4, 4)), run, images=blob_images, resume=True, verbose=False)
+
+
+def test_cli_resume_takes_the_runs_own_config(tmp_path, capsys):
+    from widget_fixtures import make_scans
+
+    from covgan_utils import cli
+
+    scans = make_scans(tmp_path / "scans", n_patients=10)
+    run = tmp_path / "run"
+    base = ["train", "--run-dir", str(run), "--data", str(scans)]
+    assert cli.main(base + ["--preset", "smoke", "--set", "epochs=1", "g_widths=8,8,8,4,4"]) == 0
+    assert cli.main(base + ["--resume", "--epochs", "2"]) == 0  # no --preset, a --set architecture: resumes
+    assert [json.loads(line)["epoch"] for line in open(run / "stats.jsonl")] == [1, 2]
+    assert cli.main(base + ["--resume", "--preset", "quick", "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "preset 'smoke' (asked: 'quick')" in err and "--preset smoke" in err

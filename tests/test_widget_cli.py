@@ -1,20 +1,18 @@
-import argparse
 import urllib.request
 
 import pytest
 
-from covgan_utils import paths, widget
+from covgan_utils import autoencoder, cli, paths, widget
 
 
 def parse(*argv):
-    parser = argparse.ArgumentParser()
-    widget.add_commands(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
+    return cli.build_parser().parse_args(argv)
 
 
 def test_commands_parse():
     args = parse("widget", "export", "--autoencoder", "3", "--gan", "none")
-    assert args.func is widget._cmd_export and args.autoencoder == "3"
+    assert cli.load_handler(args.handler) is widget._cmd_export and args.autoencoder == "3"
+    assert cli.AUTOENCODER_PRESETS == tuple(autoencoder.PRESETS)
     assert widget._gan_arg(args.gan) is None
     assert parse("widget", "serve", "--port", "8123").port == 8123
     assert parse("widget", "train", "--preset", "smoke").preset == "smoke"

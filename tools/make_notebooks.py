@@ -1,28 +1,36 @@
-"""Writes the ordered notebooks from the cell lists below (outputs empty). Run: python tools/make_notebooks.py"""
+"""Writes notebooks 00-02 from the cell lists below (outputs empty) and the shared setup cell of every
+notebook (03 and 04 are edited by hand; only their setup cell is written here).
+Run: python tools/make_notebooks.py"""
 import pathlib
+import re
+import tomllib
 
 import nbformat
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-REPO = "covgan/covgan"
+REPO_URL = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]  # the one place it is written
+REPO = REPO_URL.removeprefix("https://github.com/").removesuffix(".git")
+SETUP_MARK = "# Setup, the same in every notebook"
+HAND_MADE = {"03_latent_widget.ipynb": True, "04_evaluate.ipynb": False}  # name -> needs the widget tools
+
+
+def setup_cell(widget=False):
+    """The setup cell: on Colab fetch the project and its pinned requirements, then `notebook.setup()`."""
+    return f"""{SETUP_MARK}: on Colab, fetch the project ({REPO_URL}, from pyproject.toml) and its pinned requirements.
+import os, pathlib, subprocess, sys
+if "google.colab" in sys.modules and not os.path.isdir("covgan"):
+    subprocess.run(["git", "clone", "-q", "--depth", "1", "{REPO_URL}", "covgan"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "covgan/requirements.txt"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", "covgan"], check=True)
+sys.path[:0] = [p for p in ("covgan", "..") if os.path.isdir(os.path.join(p, "covgan_utils"))]  # Colab clone / notebooks/
+from covgan_utils import notebook
+SMOKE = notebook.setup({"widget=True" if widget else ""})  # quiet backend start; True under COVGAN_SMOKE=1 (CI)"""
 
 
 def header(name, title, text):
     badge = f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{name})"
-    return [nbformat.v4.new_markdown_cell(f"{badge}\n\n# {title}\n\n{text}"), nbformat.v4.new_code_cell(SETUP)]
+    return [nbformat.v4.new_markdown_cell(f"{badge}\n\n# {title}\n\n{text}"), nbformat.v4.new_code_cell(setup_cell())]
 
-
-SETUP = '''import os, sys, pathlib
-if "google.colab" in sys.modules and not pathlib.Path("covgan").exists():  # Colab only: fetch code + pinned requirements
-    os.system(f"git clone --depth 1 https://github.com/{REPO}.git covgan && pip install -q -r covgan/requirements.txt && pip install -q --no-deps -e covgan")
-    sys.path.insert(0, "covgan")
-try:
-    import covgan_utils
-except ImportError:  # running from notebooks/ without `pip install -e .`
-    sys.path.insert(0, str(pathlib.Path.cwd().parent))
-    import covgan_utils
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-SMOKE = os.environ.get("COVGAN_SMOKE") == "1"  # CI: tiny settings, same code path'''.replace("{REPO}", REPO)
 
 NOTEBOOKS = {
     "00_data.ipynb": (
@@ -69,12 +77,24 @@ NOTEBOOKS = {
 }
 
 
+def set_setup_cell(path, widget):
+    """Replace a hand-made notebook's setup cell (the first code cell) by the shared one; outputs kept empty."""
+    nb = nbformat.read(path, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    first.source, first.outputs, first.execution_count = setup_cell(widget), [], None
+    badge = nb.cells[0]
+    badge.source = re.sub(r"colab.research.google.com/github/[^/]+/[^/]+/", f"colab.research.google.com/github/{REPO}/", badge.source)
+    nbformat.write(nb, path)
+
+
 def main():
     for name, (title, text, cells) in NOTEBOOKS.items():
         nb = nbformat.v4.new_notebook()
         nb.cells = header(name, title, text) + [nbformat.v4.new_code_cell(c) for c in cells]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, ROOT / "notebooks" / name)
+    for name, widget in HAND_MADE.items():
+        set_setup_cell(ROOT / "notebooks" / name, widget)
 
 
 if __name__ == "__main__":
