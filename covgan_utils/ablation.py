@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from covgan_utils import config as config_lib
-from covgan_utils import data, metrics, paths, sample, train
+from covgan_utils import data, files, metrics, paths, sample, train
 
 REMEDIES = {  # row name -> changes to the paper recipe
     "paper": {},
@@ -114,7 +114,7 @@ def finished_runs(root, rows=None, seeds=None):
     root = pathlib.Path(root)
     runs = []
     for done_file in sorted(root.glob("*/done.json")):
-        done = json.loads(done_file.read_text())
+        done = files.read_json(done_file, RERUN)
         if (not rows or done["row"] in rows) and (seeds is None or done["seed"] in seeds):
             runs.append(done_file.parent)
     if not runs:
@@ -173,7 +173,7 @@ def curve_table(run_dir, features="domain"):
     found = sorted((int(m.group(1)), f) for f in pathlib.Path(run_dir).iterdir() if (m := pattern.match(f.name)))
     lines = ["| epoch | " + " | ".join(c[0] for c in columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for epoch, file in found:
-        generated = json.loads(file.read_text())["generated"]
+        generated = files.read_json(file, RERUN)["generated"]
         lines.append(f"| {epoch} | " + " | ".join(_cell(generated, keys, fmt) for _, keys, fmt in columns) + " |")
     return "\n".join(lines)
 
@@ -182,7 +182,7 @@ def sheet(root, out, seeds=range(6), seed_of_run=0):
     """One figure, one line per ablation row: images of `seeds` from the final checkpoint of its `seed_of_run` run."""
     import matplotlib.pyplot as plt
 
-    runs = {json.loads((r / "done.json").read_text())["row"]: r for r in finished_runs(root, seeds=[seed_of_run])}
+    runs = {files.read_json(r / "done.json", RERUN)["row"]: r for r in finished_runs(root, seeds=[seed_of_run])}
     rows = [row for row in REMEDIES if row in runs]
     fig, axes = plt.subplots(len(rows), 1, figsize=(1.2 * len(seeds), 1.3 * len(rows)), squeeze=False)
     for ax, row in zip(axes[:, 0], rows):
@@ -219,7 +219,7 @@ def table(root, floor=None, features="domain"):
         eval_file = done_file.parent / report_name(features)
         if not eval_file.is_file():
             continue
-        done, report = json.loads(done_file.read_text()), json.loads(eval_file.read_text())
+        done, report = files.read_json(done_file, RERUN), files.read_json(eval_file, RERUN)
         cells.setdefault(done["row"], []).append((done, report["generated"]))
     header = ["row", "seeds", "epochs in budget", "wall min"] + [c[0] for c in columns] + ["hardware"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -236,8 +236,20 @@ def table(root, floor=None, features="domain"):
     return "\n".join(lines)
 
 
+RERUN = "rerun the ablation command that writes it (ablation run / evaluate), or remove that run folder"
+
+
+def _floor(file):
+    """The real-vs-real floor block of an `evaluate` report JSON."""
+    report = files.read_json(file, "pass a report written by `python -m covgan_utils evaluate` (with baselines)")
+    floor = report.get("baselines", {}).get("floor") if isinstance(report.get("baselines"), dict) else None
+    if not isinstance(floor, dict):
+        raise ValueError(f"{file}: no baselines.floor block; pass a report written by `python -m covgan_utils evaluate` without --no-baselines")
+    return floor
+
+
 def _cli_report(args):
-    floor = json.loads(pathlib.Path(args.floor).read_text())["baselines"]["floor"] if args.floor else None
+    floor = _floor(args.floor) if args.floor else None
     print(table(args.root or paths.MODELS_DIR / "ablation", floor, args.features))
 
 

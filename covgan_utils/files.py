@@ -1,4 +1,5 @@
 """Small file helpers with no project dependencies."""
+import json
 import os
 import pathlib
 
@@ -38,3 +39,17 @@ def _fsync_dir(folder):
         pass
     finally:
         os.close(fd)
+
+
+def read_json(path, fix):
+    """The JSON object in `path`; a missing, unreadable or non-object file raises one line naming it and `fix`."""
+    path = pathlib.Path(path)
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist; {fix}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{path}: not valid JSON ({' '.join(str(err).split())}); {fix}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}; {fix}")
+    return value

@@ -63,3 +63,21 @@ def test_curve_scores_each_checkpoint_and_tabulates_by_epoch(tmp_path, blob_imag
     lines = ablation.curve_table(run).splitlines()
     assert lines[0].startswith("| epoch | KID") and [ln.split("|")[1].strip() for ln in lines[2:]] == ["1", "2"]
     assert f"{scores[2]['kid']['mean']:.4f}" in lines[3]
+
+
+def test_damaged_report_files_are_one_line_errors(tmp_path, capsys):
+    from covgan_utils import cli
+
+    (tmp_path / "floor.json").write_text("{}")
+    (tmp_path / "bad.json").write_text('{"baselines": ')
+    (tmp_path / "runs" / "cell-s0").mkdir(parents=True)
+    (tmp_path / "runs" / "cell-s0" / "done.json").write_text("[1, 2]")
+    calls = [
+        (["ablation", "report", "--root", str(tmp_path / "runs"), "--floor", str(tmp_path / "floor.json")], "no baselines.floor"),
+        (["ablation", "report", "--root", str(tmp_path / "runs"), "--floor", str(tmp_path / "bad.json")], "not valid JSON"),
+        (["ablation", "evaluate", "--root", str(tmp_path / "runs")], "expected a JSON object"),
+    ]
+    for argv, message in calls:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
