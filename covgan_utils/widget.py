@@ -240,11 +240,12 @@ def check_model_json(directory):
 
 def start_server(directory=None, port=0, host="127.0.0.1", require_model=False):
     """Serve `directory` on host:port (0 = any free port) in a daemon thread; returns (server, url).
-    Its model/model.json is checked first (`check_model_json`) when present, or always with `require_model`."""
+    With `require_model` (the `widget serve` command) its model/model.json is checked first (`check_model_json`);
+    without, a damaged model is left to the page, which shows a readable error in the browser."""
     directory = pathlib.Path(directory) if directory else DEFAULT_OUT
     if not (directory / "index.html").is_file():
         raise FileNotFoundError(f"no widget in {directory}: run `python -m covgan_utils widget export` first")
-    if require_model or (directory / MODEL_JSON).exists():
+    if require_model:
         check_model_json(directory)
     handler = functools.partial(_QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer((host, port), handler)
