@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import make_blobs
+from conftest import assert_same_state, make_blobs
 
 from covgan_utils import checkpoints, cli, config, paths, release, sample, train
 from covgan_utils.checkpoints import CorruptCheckpointError, CorruptCheckpointWarning
@@ -64,7 +64,7 @@ def test_resume_skips_a_truncated_newest_checkpoint_and_continues_exactly(run, b
     with np.load(run / "checkpoint-000004.npz") as a, np.load(reference / "checkpoint-000004.npz") as b:
         assert a.files == b.files
         for key in a.files:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+            assert_same_state(a[key], b[key], key)
 
 
 def test_resume_skips_a_zero_byte_checkpoint(run):
