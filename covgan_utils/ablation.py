@@ -1,4 +1,6 @@
-"""Ablation study at equal compute: the paper recipe, the paper recipe plus one remedy at a time, and `best`.
+"""Ablation studies at equal compute. `remedies`: the paper recipe, the paper recipe plus one remedy at
+a time, and `best`. `families`: the model families (lean `best`, + noise inputs, style-based,
+FastGAN-style), each with and without class conditioning and with DiffAugment or the full ADA pipeline.
 
 Every row trains for the same wall-clock budget on the same machine, for each seed, into
 `<root>/<row>-s<seed>/` (resumable: finished runs are skipped). `evaluate` scores each run against the
@@ -32,6 +34,21 @@ REMEDIES = {  # row name -> changes to the paper recipe
     "+resize-conv": {"upsample": "resize"},
     "best": None,  # the `best` preset itself
 }
+BOTH_CLASSES = {"conditional": True, "classes": ("CT_COVID", "CT_NonCOVID")}
+FAMILIES = {  # row name -> (preset, changes): the `best` training recipe on every model family
+    "lean (best)": ("best", {}),
+    "lean +noise": ("best", {"g_noise": True}),
+    "style": ("style", {}),
+    "fastgan": ("fastgan", {}),
+    "lean +cond": ("best", BOTH_CLASSES),
+    "lean +noise +cond": ("best", {"g_noise": True, **BOTH_CLASSES}),
+    "style +cond": ("style", BOTH_CLASSES),
+    "fastgan +cond": ("fastgan", BOTH_CLASSES),
+    "lean +full ADA": ("best", {"augment": "ada"}),
+    "style +full ADA": ("style", {"augment": "ada"}),
+    "fastgan +full ADA": ("fastgan", {"augment": "ada"}),
+}
+STUDIES = {"remedies": REMEDIES, "families": FAMILIES}
 COLUMNS = (  # (header, path into an evaluate report's "generated" block, format)
     ("KID", ("kid", "mean"), "{:.4f}"),
     ("FID", ("fid", "value"), "{:.1f}"),
@@ -43,19 +60,41 @@ COLUMNS = (  # (header, path into an evaluate report's "generated" block, format
     ("copies", ("memorisation", "pixels", "copy_fraction"), "{:.3f}"),
     ("blank", ("blank_fraction",), "{:.3f}"),
 )
+FAMILY_COLUMNS = (  # on Inception features, with the memorisation and diversity checks beside
+    ("n", ("n_generated",), "{:.0f}"),
+    ("KID", ("kid", "mean"), "{:.4f}"),
+    ("FID", ("fid", "value"), "{:.1f}"),
+    ("precision", ("prdc", "precision"), "{:.2f}"),
+    ("recall", ("prdc", "recall"), "{:.2f}"),
+    ("coverage", ("prdc", "coverage"), "{:.2f}"),
+    ("copies", ("memorisation", "pixels", "copy_fraction"), "{:.3f}"),
+    ("near-dups", ("duplicate_fraction",), "{:.3f}"),
+    ("MS-SSIM", ("ms_ssim",), "{:.3f}"),
+)
 
 
 def slug(row):
     return re.sub(r"[^a-z0-9]+", "-", row.lower()).strip("-")
 
 
+def study_of(row):
+    """Name of the study a row belongs to ("remedies" or "families")."""
+    for name, rows in STUDIES.items():
+        if row in rows:
+            return name
+    raise ValueError(f"unknown ablation row {row!r}; choose from {', '.join(r for rows in STUDIES.values() for r in rows)}")
+
+
 def row_config(row, seed, minutes, arch="paper", base="paper"):
-    """Config of one ablation cell: `base` preset + remedy, run for `minutes` of wall time."""
-    if row not in REMEDIES:
-        raise ValueError(f"unknown ablation row {row!r}; choose from {', '.join(REMEDIES)}")
-    cfg = config_lib.get_preset("best") if REMEDIES[row] is None else config_lib.get_preset(base).replace(arch=arch, **REMEDIES[row])
-    if REMEDIES[row] is None and arch == "paper":
-        cfg = cfg.replace(arch="paper")
+    """Config of one ablation cell, run for `minutes` of wall time: a remedies row is `base` preset + remedy
+    (model `arch`), a families row its preset + changes."""
+    if study_of(row) == "families":
+        preset, changes = FAMILIES[row]
+        cfg = config_lib.get_preset(preset, **changes)
+    elif REMEDIES[row] is None:
+        cfg = config_lib.get_preset("best").replace(arch="paper") if arch == "paper" else config_lib.get_preset("best")
+    else:
+        cfg = config_lib.get_preset(base).replace(arch=arch, **REMEDIES[row])
     return cfg.replace(
         preset=f"ablation-{slug(row)}", seed=seed, epochs=1_000_000, time_budget_minutes=minutes,
         sample_every=1_000_000, checkpoint_every=5, keep_checkpoints=2, metrics_every=0,  # checkpoints: guard rollbacks
@@ -135,12 +174,14 @@ def _split(data_dir, val, train_images):
     return val, train_images
 
 
-def _score(run_dir, checkpoint, n, features, val, train_images, out_file, grid=None):
-    """Sample seeds 0..n-1 from one checkpoint, score against `val`, write `out_file` -> generated block."""
+def _score(run_dir, checkpoint, n, features, val, train_images, out_file, grid=None, memorise=False):
+    """Sample seeds 0..n-1 from one checkpoint (class 0, COVID, for conditional models), score against
+    `val`, write `out_file` -> generated block. The memorisation test runs on domain features, or on any
+    features when `memorise`."""
     generated = sample.generate(sample.load_generator(run_dir, checkpoint), range(n))  # [n, 128, 128, 1]
     if grid is not None:
         sample.save_grid(generated[:36], grid)
-    train_arg = train_images if features == "domain" else None  # memorisation: pixels are in eval.json already
+    train_arg = train_images if features == "domain" or memorise else None  # memorisation: pixels are in eval.json already
     report = metrics.evaluate_images(generated, val, train=train_arg, n=n, features=features, baselines=False)
     metrics.write_report(report, out_file)
     return report["generated"]
@@ -154,8 +195,9 @@ def evaluate(run_dirs, n=500, data_dir=None, val=None, train_images=None, featur
     """
     val, train_images = _split(data_dir, val, train_images)
     for run_dir in map(pathlib.Path, run_dirs):
-        grid = run_dir / "samples-final.png" if features == "domain" else None
-        _score(run_dir, "latest", n, features, val, train_images, run_dir / report_name(features), grid)
+        families = study_of(files.read_json(run_dir / "done.json", RERUN)["row"]) == "families"
+        grid = run_dir / "samples-final.png" if features == "domain" or families else None
+        _score(run_dir, "latest", n, features, val, train_images, run_dir / report_name(features), grid, memorise=families)
 
 
 def curve(run_dir, epochs, n=500, features="domain", data_dir=None, val=None, train_images=None):
@@ -183,7 +225,7 @@ def sheet(root, out, seeds=range(6), seed_of_run=0):
     import matplotlib.pyplot as plt
 
     runs = {files.read_json(r / "done.json", RERUN)["row"]: r for r in finished_runs(root, seeds=[seed_of_run])}
-    rows = [row for row in REMEDIES if row in runs]
+    rows = [row for rows in STUDIES.values() for row in rows if row in runs]
     fig, axes = plt.subplots(len(rows), 1, figsize=(1.2 * len(seeds), 1.3 * len(rows)), squeeze=False)
     for ax, row in zip(axes[:, 0], rows):
         images = sample.generate(sample.load_generator(runs[row], "latest"), seeds)  # [S, 128, 128, 1]
@@ -210,10 +252,12 @@ def _cell(report, keys, fmt):
         return "n/a"
 
 
-def table(root, floor=None, features="domain"):
-    """Markdown table: one row per ablation row, mean +- std over seeds, from eval*.json/done.json files."""
+def table(root, floor=None, features="domain", study="remedies"):
+    """Markdown table: one row per ablation row of `study`, mean +- std over seeds, from eval*.json/done.json files."""
     root = pathlib.Path(root)
-    columns = COLUMNS if features == "domain" else INCEPTION_COLUMNS
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; choose from {', '.join(STUDIES)}")
+    columns = FAMILY_COLUMNS if study == "families" else COLUMNS if features == "domain" else INCEPTION_COLUMNS
     cells = {}
     for done_file in sorted(root.glob("*/done.json")):
         eval_file = done_file.parent / report_name(features)
@@ -223,7 +267,7 @@ def table(root, floor=None, features="domain"):
         cells.setdefault(done["row"], []).append((done, report["generated"]))
     header = ["row", "seeds", "epochs in budget", "wall min"] + [c[0] for c in columns] + ["hardware"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in [r for r in REMEDIES if r in cells]:
+    for row in [r for r in STUDIES[study] if r in cells]:
         runs = cells[row]
         values = [f"{len(runs)}", f"{np.mean([d['epochs'] for d, _ in runs]):.0f}", f"{np.mean([d['wall_seconds'] for d, _ in runs]) / 60:.1f}"]
         for _, keys, fmt in columns:
@@ -250,7 +294,7 @@ def _floor(file):
 
 def _cli_report(args):
     floor = _floor(args.floor) if args.floor else None
-    print(table(args.root or paths.MODELS_DIR / "ablation", floor, args.features))
+    print(table(args.root or paths.MODELS_DIR / "ablation", floor, args.features, args.study))
 
 
 def _cli_evaluate(args):
@@ -263,7 +307,7 @@ def _cli_curve(args):
 
 
 def _cli_run(args):
-    print("\n".join(map(str, run(args.rows or list(REMEDIES), args.seeds, args.minutes, args.root, args.arch, args.data))))
+    print("\n".join(map(str, run(args.rows or list(STUDIES[args.study]), args.seeds, args.minutes, args.root, args.arch, args.data))))
 
 
 def _cli_sheet(args):

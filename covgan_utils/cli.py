@@ -118,6 +118,22 @@ def _training_commands(subparsers):
     p.add_argument("--out", help="release folder (default models/release/)")
 
 
+def truncation_psi(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 2.0:
+        raise argparse.ArgumentTypeError(f"psi must be in [0, 2] (1 = no truncation), got {text}")
+    return value
+
+
+def _class_and_truncation(p):
+    p.add_argument("--class", dest="cls", choices=("covid", "non-covid"),
+                   help="class to generate (conditional models; an unconditional COVID model takes covid)")
+    p.add_argument("--truncation", type=truncation_psi, default=1.0, help="style-based models: psi < 1 trades variety for typicality")
+
+
 def _sampling_commands(subparsers):
     p = _command(subparsers, "sample", "sample:_cli_sample", "write N generated images seed<S+i>.png")
     p.add_argument("--run", help="run folder (default: the released model)")
@@ -125,6 +141,7 @@ def _sampling_commands(subparsers):
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=seed_int, default=0, help="first seed")
     p.add_argument("--checkpoint", default="latest", help="latest | best | epoch number")
+    _class_and_truncation(p)
     p = _command(subparsers, "interpolate", "sample:_cli_interpolate", "strip or GIF between the noise of two seeds", check=_strip_suffix)
     p.add_argument("--run", help="run folder (default: the released model)")
     p.add_argument("--seed-a", type=seed_int, required=True)
@@ -133,6 +150,7 @@ def _sampling_commands(subparsers):
     p.add_argument("--out", required=True, help="output .png (strip) or .gif")
     p.add_argument("--mode", choices=("linear", "slerp"), default="linear")
     p.add_argument("--checkpoint", default="latest", help="latest | best | epoch number")
+    _class_and_truncation(p)
     p = _command(subparsers, "plot", "plots:_cli_plot", "write the loss/accuracy/sample figures into a run folder")
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--data", help="data folder for the real grid")
@@ -172,7 +190,8 @@ def _ablation_commands(subparsers):
     sub = _group(subparsers, "ablation", "equal-compute ablation: train, evaluate, tabulate")
     root_help = "folder of the ablation runs (default models/ablation/)"
     p = _command(sub, "run", "ablation:_cli_run", "train every (row, seed) for the same wall-clock budget")
-    p.add_argument("--rows", nargs="+", metavar="ROW", help="rows of the ablation table (default: all)")
+    p.add_argument("--study", choices=("remedies", "families"), default="remedies", help="which table: remedies on the paper recipe, or model families")
+    p.add_argument("--rows", nargs="+", metavar="ROW", help="rows of the ablation table (default: all of the study's)")
     p.add_argument("--seeds", nargs="+", type=seed_int, default=[0, 1, 2])
     p.add_argument("--minutes", type=positive_float, required=True, help="wall-clock budget per run")
     p.add_argument("--arch", choices=("paper", "lean"), default="paper", help="model for the paper-recipe rows (lean on CPU)")
@@ -198,6 +217,7 @@ def _ablation_commands(subparsers):
     p.add_argument("--root", help=root_help)
     p.add_argument("--floor", help="an evaluate report JSON whose baselines hold the real-vs-real floor")
     p.add_argument("--features", choices=("domain", "inception"), default="domain", help="which eval*.json files to tabulate")
+    p.add_argument("--study", choices=("remedies", "families"), default="remedies", help="which table (families: Inception columns with copies and near-duplicates)")
 
 
 def _widget_commands(subparsers):

@@ -14,11 +14,17 @@ class Config:
 
     preset: str = "custom"
     # model
-    arch: str = "lean"  # "paper" | "lean"
+    arch: str = "lean"  # "paper" | "lean" | "style" (mapping + modulated convs, residual D) | "fastgan" (SLE G, self-supervised D)
     latent_dim: int = 100
     g_base_width: int = 256  # lean: channels of the 4x4 map
-    g_widths: tuple = (128, 64, 32, 16, 8)  # lean: channels after each doubling, 8 -> 128
-    d_widths: tuple = (16, 32, 64, 128, 256)  # lean: channels after each halving, 64 -> 4
+    g_widths: tuple = (128, 64, 32, 16, 8)  # lean: channels after each doubling, 8 -> 128; style/fastgan: 6 widths, 4x4 -> 128
+    d_widths: tuple = (16, 32, 64, 128, 256)  # lean/fastgan: channels after each halving, 64 -> 4 (fastgan: 64 -> 8); style: 6, 128 -> 4
+    g_noise: bool = False  # lean: per-pixel noise inputs after every convolution (zero-initialised strength)
+    w_dim: int = 128  # style: width of the intermediate latent w
+    mapping_layers: int = 4  # style: dense layers of the mapping network
+    mbstd_group: int = 4  # style: minibatch standard deviation group of the residual discriminator
+    recon_weight: float = 1.0  # fastgan: weight of the discriminator's reconstruction loss on real images
+    conditional: bool = False  # G and D take the class (index into `classes`); train on every class in `classes`
     upsample: str = "transpose"  # "transpose" (paper) | "resize" (nearest + conv, no checkerboard) | "bilinear"
     g_block_convs: int = 1  # lean: 3x3 convolutions per doubling
     g_out_kernel: int = 1  # lean: kernel of the tanh output convolution (1 or 3)
@@ -38,7 +44,7 @@ class Config:
     r1_every: int = 1  # lazy R1 (StyleGAN2): penalise every k-th step with weight k * r1_gamma
     label_smoothing: float = 0.0  # one-sided: real targets 1 - s (bce / non-saturating)
     ema_decay: float = 0.0  # generator EMA for sampling (0 = off)
-    augment: str = ""  # DiffAugment policy, comma list of translation, cutout, brightness, contrast
+    augment: str = ""  # comma list of augment.OPS (DiffAugment: translation, cutout, brightness, contrast) or "ada", the full ADA pipeline
     augment_p: float = 1.0  # fixed augmentation probability (ada_target = 0)
     ada_target: float = 0.0  # adaptive p from r_t = E[sign(D(real))] (0 = off)
     ada_kimg: float = 20.0  # images for p to move by 1
@@ -193,12 +199,30 @@ PRESETS = {
         loss="non-saturating", r1_gamma=0.2, r1_every=4, augment="translation,cutout", ada_target=0.6, ema_decay=0.99,
         epochs=80, sample_every=5, checkpoint_every=5, metrics_every=10,
     ),
+    # The model families at CPU size, on the `best` training recipe (see the families ablation in docs/RESULTS.md).
+    "style": Config(
+        preset="style", arch="style", g_widths=(128, 128, 64, 32, 16, 8), d_widths=(16, 32, 64, 128, 128, 128), w_dim=128, mapping_layers=4,
+        batch_size=32, loss="non-saturating", r1_gamma=0.2, r1_every=4, augment="translation,cutout", ada_target=0.6, ema_decay=0.99,
+        d_dropout=0.0, epochs=400, sample_every=10, checkpoint_every=10, metrics_every=10, guard=True,
+    ),
+    "fastgan": Config(
+        preset="fastgan", arch="fastgan", g_widths=(256, 128, 64, 32, 16, 8), d_widths=(16, 32, 64, 128, 256), batch_size=32,
+        loss="non-saturating", r1_gamma=0.0, augment="translation,cutout", ada_target=0.6, ema_decay=0.99,
+        d_dropout=0.0, epochs=400, sample_every=10, checkpoint_every=10, metrics_every=10, guard=True,
+    ),
     # Seconds: exercises the real code path in tests and CI.
     "smoke": Config(
         preset="smoke", g_base_width=16, g_widths=(8, 8, 4, 4, 4), d_widths=(4, 4, 8, 8, 8), epochs=2, batch_size=10,
         max_images=40, sample_every=1, checkpoint_every=1, grid_seeds=16,
     ),
 }
+# Seconds, for the other families (tests and CI): the same tiny data and schedule as `smoke`.
+PRESETS["smoke-style"] = PRESETS["smoke"].replace(
+    preset="smoke-style", arch="style", g_widths=(16, 16, 8, 8, 4, 4), d_widths=(4, 4, 8, 8, 8, 8), w_dim=16, mapping_layers=2, d_dropout=0.0,
+)
+PRESETS["smoke-fastgan"] = PRESETS["smoke"].replace(
+    preset="smoke-fastgan", arch="fastgan", g_widths=(16, 16, 8, 8, 4, 4), d_widths=(4, 4, 8, 8, 8), d_dropout=0.0,
+)
 
 
 def get_preset(name, **overrides):

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from covgan_utils import data as data_lib
+from covgan_utils import stylegan
 
 LATENT_DIM = 100
 
@@ -19,17 +20,49 @@ def noise_for_seeds(seeds, latent_dim=LATENT_DIM):
     return np.stack([np.random.RandomState(int(s)).randn(latent_dim) for s in seeds]).astype(np.float32)
 
 
-def generate_from_noise(generator, z, batch_size=64):
-    """Run the generator on noise [N, latent] -> images [N, 128, 128, 1] in [-1, 1]."""
-    out = [np.asarray(generator(z[i : i + batch_size], training=False)) for i in range(0, len(z), batch_size)]
-    return np.concatenate(out).astype(np.float32)
+def latent_dim_of(generator):
+    """Width of a generator's noise input (its first input: conditional ones also take a label)."""
+    return int(generator.inputs[0].shape[-1])
 
 
-def generate(generator, seeds, batch_size=64):
-    """Images [N, 128, 128, 1] in [-1, 1] for integer seeds."""
+def is_conditional(generator):
+    """Whether a generator takes a class label [N, 1] beside its noise."""
+    return len(generator.inputs) == 2
+
+
+def labels_for(generator, n, label=None):
+    """Class labels [n, 1] int32 for a conditional generator (class 0, the first of its config's `classes`,
+    when `label` is None), None for an unconditional one (which refuses a label)."""
+    if not is_conditional(generator):
+        if label not in (None, 0):
+            raise ValueError(f"class {label} asked of an unconditional generator; it has no class input (train with conditional=true)")
+        return None
+    return np.full((n, 1), 0 if label is None else int(label), np.int32)
+
+
+def generate_from_noise(generator, z, batch_size=64, label=None, truncation=1.0):
+    """Run the generator on noise [N, latent] -> images [N, 128, 128, 1] in [-1, 1] (clipped: the style
+    family's output is linear). `label`: class index for conditional generators; `truncation` psi < 1
+    pulls the style family's w towards its average (truncation trick)."""
+    labels = labels_for(generator, len(z), label)
+    if truncation != 1.0:
+        if "mapping" not in {layer.name for layer in generator.layers}:
+            raise ValueError(f"truncation {truncation} needs a style-based generator (arch 'style'); this one has no mapping network")
+        out = stylegan.truncated_images(generator, z, truncation, labels, batch_size)
+    else:
+        out = np.concatenate([np.asarray(generator(_inputs(z, labels, i, batch_size), training=False)) for i in range(0, len(z), batch_size)])
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def _inputs(z, labels, start, batch_size):
+    part = z[start : start + batch_size]
+    return part if labels is None else [part, labels[start : start + batch_size]]
+
+
+def generate(generator, seeds, batch_size=64, label=None, truncation=1.0):
+    """Images [N, 128, 128, 1] in [-1, 1] for integer seeds (of class `label` when conditional)."""
     seeds = list(seeds)
-    latent_dim = int(generator.input_shape[-1])
-    return generate_from_noise(generator, noise_for_seeds(seeds, latent_dim), batch_size)
+    return generate_from_noise(generator, noise_for_seeds(seeds, latent_dim_of(generator)), batch_size, label, truncation)
 
 
 def save_png(image, path):

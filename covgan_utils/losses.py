@@ -6,6 +6,7 @@ does, and hands in `input_grad`, the one backend-specific piece these objectives
 from keras import ops
 
 from covgan_utils import augment as augment_lib
+from covgan_utils import fastgan
 
 LOSSES = ("bce", "non-saturating", "hinge", "wgan-gp")
 
@@ -51,17 +52,27 @@ def gradient_penalty(input_grad, real, fake, eps):
     return ops.mean(ops.square(norm - 1.0))
 
 
+def logit_of(output):
+    """The real/fake logit [N, 1] of a discriminator's output (fastgan's is [logit, reconstructions...])."""
+    return output[0] if isinstance(output, (list, tuple)) else output
+
+
 def d_objective(config, policy, d_call, input_grad, real, fake, rand, p, r1_due):
     """Discriminator objective of one step -> (total, (adversarial loss, d_real [N, 1], d_fake [N, 1])).
 
-    `d_call(images)` runs the discriminator in training mode; `rand` holds the step's random draws;
-    `r1_due` (a Python bool) says whether this is a lazy-R1 step."""
+    `d_call(images)` runs the discriminator in training mode (class labels, if any, bound in); `rand`
+    holds the step's random draws; `r1_due` (a Python bool) says whether this is a lazy-R1 step. A
+    self-supervised (fastgan) discriminator also reconstructs the real images it saw: its L1 error,
+    weighted by `recon_weight`, joins the objective (real images only)."""
     real_aug = augment_lib.apply(real, policy, p, rand["aug_real"]) if policy else real
     fake_aug = augment_lib.apply(fake, policy, p, rand["aug_fake"]) if policy else fake
-    d_real = d_call(real_aug)  # [N, 1]
-    d_fake = d_call(fake_aug)  # [N, 1]
+    out_real = d_call(real_aug)
+    d_real = logit_of(out_real)  # [N, 1]
+    d_fake = logit_of(d_call(fake_aug))  # [N, 1]
     d_loss = discriminator_loss(config.loss, d_real, d_fake, config.label_smoothing)
     total = d_loss
+    if isinstance(out_real, (list, tuple)) and config.recon_weight > 0:
+        total = total + config.recon_weight * fastgan.reconstruction_loss(real_aug, *out_real[1:])
     if config.loss == "wgan-gp":
         total = total + config.gp_weight * gradient_penalty(input_grad, real_aug, fake_aug, rand["gp_eps"])
     if config.r1_gamma > 0 and r1_due:
@@ -72,7 +83,7 @@ def d_objective(config, policy, d_call, input_grad, real, fake, rand, p, r1_due)
 def g_objective(config, policy, d_call, fake, aug_rand, p):
     """Generator objective of one generator update: the adversarial loss on augmented samples."""
     fake_aug = augment_lib.apply(fake, policy, p, aug_rand) if policy else fake
-    return generator_loss(config.loss, d_call(fake_aug))
+    return generator_loss(config.loss, logit_of(d_call(fake_aug)))
 
 
 def r1_is_due(config, d_step):

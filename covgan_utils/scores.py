@@ -433,3 +433,89 @@ def inception_features_fn(batch_size=50):
         return np.concatenate(feats).astype(np.float32)
 
     return fn
+
+
+# ---------------------------------------------------------------- augmentation leaks (ADA, Karras et al. 2020)
+
+ORIENTATION_STATS = ("angle", "elongation", "area", "centroid_x", "centroid_y", "asymmetry")
+BODY_THRESHOLD = -0.5  # pixels above this value (in [-1, 1]; air is near -1) count as body
+
+
+def _body_moments(images, threshold):
+    """orientation_stats for one chunk [n, H, W] -> [n, 6] (float64)."""
+    n, h, w = images.shape
+    x = np.arange(w) - (w - 1) / 2.0  # [W] right of the image centre, pixels
+    y = (h - 1) / 2.0 - np.arange(h)  # [H] above the image centre, pixels
+    mask = (images > threshold).astype(np.float64)  # [n, H, W]
+    cols, rows = mask.sum(axis=1), mask.sum(axis=2)  # [n, W], [n, H] profiles
+    area = cols.sum(axis=1)  # [n]
+    mx, my = cols @ x / area, rows @ y / area  # [n] centroid, pixels
+    mu20 = (cols * (x[None] - mx[:, None]) ** 2).sum(axis=1) / area
+    mu02 = (rows * (y[None] - my[:, None]) ** 2).sum(axis=1) / area
+    mu11 = np.einsum("nhw,h,w->n", mask, y, x) / area - mx * my
+    half_diff, mean = (mu20 - mu02) / 2.0, (mu20 + mu02) / 2.0
+    root = np.sqrt(half_diff ** 2 + mu11 ** 2)
+    weight = (mask * np.clip((images + 1.0) / 2.0, 0.0, None)).sum(axis=1)  # [n, W] body brightness per column
+    side = (weight * np.sign(x[None] - mx[:, None])).sum(axis=1) / weight.sum(axis=1)  # [n] right minus left share
+    return np.stack([0.5 * np.degrees(np.arctan2(2.0 * mu11, mu20 - mu02)), np.sqrt((mean + root) / (mean - root)),
+                     area / (h * w), mx / w, my / h, side], axis=1)
+
+
+def orientation_stats(images, threshold=BODY_THRESHOLD, chunk=256):
+    """Per-image orientation and scale features [N, 6], columns named by ORIENTATION_STATS.
+
+    The body is the set of pixels above `threshold`. Columns:
+    - angle: principal axis of the body from its second-order central moments, degrees in (-90, 90],
+      counterclockwise as displayed (0 = widest along the rows; meaningless for round bodies)
+    - elongation: sqrt(lambda_max / lambda_min) of the moment matrix, the axis ratio (1 = round)
+    - area: body fraction of the image (scales as the square of a zoom)
+    - centroid_x, centroid_y: body centroid offset from the image centre, fractions of the width /
+      height, x right, y up
+    - asymmetry: share of the body's brightness right of its centroid minus the share left of it,
+      in [-1, 1] (0 = balanced); its sign flips under a mirror
+    Blank images (no body pixel) have area 0 and NaN in every other column.
+    """
+    images = as_images(images)[..., 0].astype(np.float64)  # [N, H, W]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.concatenate([_body_moments(images[s:s + chunk], threshold) for s in range(0, len(images), chunk)])
+
+
+def ks_statistic(a, b):
+    """Two-sample Kolmogorov-Smirnov statistic of 1-d samples (NaNs dropped): the largest gap between
+    their empirical CDFs, 0 for identical samples, 1 for disjoint ones; NaN when either is empty."""
+    a, b = np.sort(np.asarray(a, np.float64).ravel()), np.sort(np.asarray(b, np.float64).ravel())
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) == 0 or len(b) == 0:
+        return float("nan")
+    grid = np.concatenate([a, b])
+    gap = np.searchsorted(a, grid, side="right") / len(a) - np.searchsorted(b, grid, side="right") / len(b)
+    return float(np.abs(gap).max())
+
+
+def leak_report(generated, real, threshold=BODY_THRESHOLD):
+    """Compare the orientation/scale statistics of two image sets (ADA's augmentation-leak check).
+
+    Returns {stat: {"generated_mean", "generated_std", "real_mean", "real_std", "ks", "ks_95"}} for
+    each name in ORIENTATION_STATS. How to read it: "ks" is the two-sample Kolmogorov-Smirnov
+    statistic (0 = same distribution, 1 = disjoint); "ks_95" is its 5% critical value
+    1.36 sqrt((n + m) / (n m)), so ks above ks_95 means the sets differ in that statistic beyond
+    sampling noise. A leak of the discriminator's augmentations into the generator shows as a wider
+    angle spread (rotate), a wider elongation spread (aniso_scale), a wider area spread (iso_scale), a
+    wider centroid spread (translations) or a mixed-sign asymmetry (xflip) in the generated set than
+    in the real one. For scale, `leak_report(augment(real, policy, 1.0, seed), real)` shows a full leak.
+    """
+    gen, ref = orientation_stats(generated, threshold), orientation_stats(real, threshold)
+    report = {}
+    for k, name in enumerate(ORIENTATION_STATS):
+        g, r = gen[:, k][np.isfinite(gen[:, k])], ref[:, k][np.isfinite(ref[:, k])]
+        n, m = max(len(g), 1), max(len(r), 1)
+        report[name] = {**_mean_std("generated", g), **_mean_std("real", r), "ks": ks_statistic(g, r),
+                        "ks_95": float(1.36 * np.sqrt((n + m) / (n * m)))}
+    return report
+
+
+def _mean_std(prefix, values):
+    """{prefix_mean, prefix_std} of 1-d values (NaN when empty)."""
+    if len(values) == 0:
+        return {f"{prefix}_mean": float("nan"), f"{prefix}_std": float("nan")}
+    return {f"{prefix}_mean": float(np.mean(values)), f"{prefix}_std": float(np.std(values))}

@@ -38,6 +38,17 @@ def draw(gan, n):
     return rand
 
 
+def split_batch(batch):
+    """A training batch -> (images [B, 128, 128, 1], labels [B, 1] int32 or None): conditional runs
+    train on (images, labels) pairs."""
+    return batch if isinstance(batch, (tuple, list)) else (batch, None)
+
+
+def with_label(x, labels):
+    """A model's input: x alone, or [x, labels] for conditional models."""
+    return x if labels is None else [x, labels]
+
+
 def make_step(gan):
     """The step object for the running Keras backend."""
     backend = keras.backend.backend()
@@ -49,7 +60,7 @@ def make_step(gan):
 
 
 class TFStep:
-    """`step(real, r1_due)` -> logs; one `tf.function` per value of `r1_due`."""
+    """`step(batch, r1_due)` -> logs; one `tf.function` per value of `r1_due`."""
 
     def __init__(self, gan):
         import tensorflow as tf  # the TensorFlow backend is running: TensorFlow is loaded already
@@ -62,34 +73,35 @@ class TFStep:
     def store(self):
         """State lives in the variables: nothing to do."""
 
-    def __call__(self, real, r1_due):
+    def __call__(self, batch, r1_due):
         if r1_due not in self.compiled:
-            self.compiled[r1_due] = self.tf.function(functools.partial(self._step, r1_due=r1_due))
-        return self.compiled[r1_due](real)
+            self.compiled[r1_due] = self.tf.function(functools.partial(self._step, r1_due=r1_due), autograph=False)  # all control flow is static Python
+        return self.compiled[r1_due](batch)
 
-    def _step(self, real, r1_due):
+    def _step(self, batch, r1_due):
         gan, c, tf = self.gan, self.gan.config, self.tf
-        G, D, n = gan.generator, gan.discriminator, real.shape[0]
-        rand = draw(gan, n)
+        (real, labels), G, D = split_batch(batch), gan.generator, gan.discriminator
+        rand = draw(gan, real.shape[0])
 
         def d_call(images):
-            return D(images, training=True)
+            return D(with_label(images, labels), training=True)
 
         def input_grad(images):
             with tf.GradientTape() as tape:
                 tape.watch(images)
-                score = D(images, training=True)
+                score = losses.logit_of(D(with_label(images, labels), training=True))
             return tape.gradient(score, images)
 
         with tf.GradientTape() as tape:
-            fake = G(rand["z_d"], training=True)  # [N, 128, 128, 1]
+            fake = G(with_label(rand["z_d"], labels), training=True)  # [N, 128, 128, 1]; fakes take the real batch's classes
             total, (d_loss, d_real, d_fake) = losses.d_objective(c, gan.policy, d_call, input_grad, real, fake, rand, gan.augment_p, r1_due)
         grads = tape.gradient(total, D.trainable_variables)
         gan.d_optimizer.apply_gradients(zip(grads, D.trainable_variables))
         g_loss = ops.zeros(())
         for k in range(c.g_steps):
             with tf.GradientTape() as tape:
-                g_loss = losses.g_objective(c, gan.policy, d_call, G(rand["z_g"][k], training=True), rand["aug_g"][k], gan.augment_p)
+                fake = G(with_label(rand["z_g"][k], labels), training=True)  # [N, 128, 128, 1]
+                g_loss = losses.g_objective(c, gan.policy, d_call, fake, rand["aug_g"][k], gan.augment_p)
             grads = tape.gradient(g_loss, G.trainable_variables)
             gan.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
         if gan.ema_generator is not None:
@@ -98,13 +110,13 @@ class TFStep:
                 e.assign(new)
             for e, w in zip(ema.non_trainable_variables, G.non_trainable_variables):
                 e.assign(w)
-        p, r_t = losses.ada_update(c, gan.augment_p, d_real, n)
+        p, r_t = losses.ada_update(c, gan.augment_p, d_real, real.shape[0])
         gan.augment_p.assign(p)
         return losses.step_logs(d_loss, g_loss, d_real, d_fake, r_t, p)
 
 
 class JaxStep:
-    """`step(real, r1_due)` -> logs; a jitted pure function per value of `r1_due` over `self.state`."""
+    """`step(batch, r1_due)` -> logs; a jitted pure function per value of `r1_due` over `self.state`."""
 
     def __init__(self, gan):
         import jax
@@ -131,37 +143,41 @@ class JaxStep:
             for v, value in zip(vs, self.state[k]):
                 v.assign(value)
 
-    def __call__(self, real, r1_due):
+    def __call__(self, batch, r1_due):
         if r1_due not in self.compiled:
             self.compiled[r1_due] = self.jax.jit(functools.partial(self._step, r1_due=r1_due))
-        self.state, logs = self.compiled[r1_due](self.state, real)
+        self.state, logs = self.compiled[r1_due](self.state, batch)
         return logs
 
-    def _d_caller(self, d_tv, d_ntv):
+    def _d_caller(self, d_tv, d_ntv, labels):
         """(d_call, input_grad, holder) for discriminator weights d_tv; holder[0] tracks the updated d_ntv."""
         D, holder = self.gan.discriminator, [d_ntv]
 
         def d_call(images):
-            score, holder[0] = D.stateless_call(d_tv, holder[0], images, training=True)
+            score, holder[0] = D.stateless_call(d_tv, holder[0], with_label(images, labels), training=True)
             return score
 
         def input_grad(images):
-            return self.jax.grad(lambda x: ops.sum(D.stateless_call(d_tv, holder[0], x, training=True)[0]))(images)
+            def score(x):
+                return ops.sum(losses.logit_of(D.stateless_call(d_tv, holder[0], with_label(x, labels), training=True)[0]))
+
+            return self.jax.grad(score)(images)
 
         return d_call, input_grad, holder
 
-    def _step(self, state, real, r1_due):
+    def _step(self, state, batch, r1_due):
         gan, c, jax = self.gan, self.gan.config, self.jax
-        G, n = gan.generator, real.shape[0]
+        (real, labels), G = split_batch(batch), gan.generator
+        n = real.shape[0]
         s = {k: list(v) for k, v in state.items()}
         p, seed_state = s["misc"]
         with keras.StatelessScope(state_mapping=[(gan.seed_generator.state, seed_state)]) as scope:
             rand = draw(gan, n)
             seed_state = scope.get_current_value(gan.seed_generator.state)
-        fake, s["g_ntv"] = G.stateless_call(s["g_tv"], s["g_ntv"], rand["z_d"], training=True)  # [N, 128, 128, 1]
+        fake, s["g_ntv"] = G.stateless_call(s["g_tv"], s["g_ntv"], with_label(rand["z_d"], labels), training=True)  # [N, 128, 128, 1]
 
         def d_total(d_tv, d_ntv):
-            d_call, input_grad, holder = self._d_caller(d_tv, d_ntv)
+            d_call, input_grad, holder = self._d_caller(d_tv, d_ntv, labels)
             total, aux = losses.d_objective(c, gan.policy, d_call, input_grad, real, fake, rand, p, r1_due)
             return total, (aux, holder[0])
 
@@ -170,8 +186,8 @@ class JaxStep:
         g_loss = ops.zeros(())
         for k in range(c.g_steps):
             def g_total(g_tv, g_ntv, d_ntv, k=k):
-                images, g_ntv = G.stateless_call(g_tv, g_ntv, rand["z_g"][k], training=True)
-                d_call, _, holder = self._d_caller(s["d_tv"], d_ntv)
+                images, g_ntv = G.stateless_call(g_tv, g_ntv, with_label(rand["z_g"][k], labels), training=True)
+                d_call, _, holder = self._d_caller(s["d_tv"], d_ntv, labels)
                 return losses.g_objective(c, gan.policy, d_call, images, rand["aug_g"][k], p), (g_ntv, holder[0])
 
             (g_loss, (s["g_ntv"], s["d_ntv"])), grads = jax.value_and_grad(g_total, has_aux=True)(s["g_tv"], s["g_ntv"], s["d_ntv"])

@@ -39,9 +39,7 @@ class GAN(keras.Model):
             raise ValueError(f"g_steps must be >= 1, got {config.g_steps}")
         self.config = config
         self.generator = build_generator(config)
-        self.discriminator = models.build_discriminator(
-            config.arch, config.d_widths, config.d_dropout, spectral_norm=config.spectral_norm
-        )
+        self.discriminator = models.discriminator_for(config)
         self.ema_generator = build_generator(config, name="ema_generator") if config.ema_decay > 0 else None
         if self.ema_generator is not None:
             self.ema_generator.set_weights(self.generator.get_weights())
@@ -74,11 +72,12 @@ class GAN(keras.Model):
         if not layers:
             return
         z = images_lib.noise_for_seeds(range(EMA_STATS_SEED, EMA_STATS_SEED + n), self.config.latent_dim)  # [n, latent]
+        labels = (np.arange(n) % max(models.class_count(self.config), 1))[:, None].astype(np.int32)  # [n, 1] every class alike
         momenta = [layer.momentum for layer in layers]
         for layer in layers:
             layer.momentum = 0.0  # one training-mode pass then stores the exact batch statistics
         try:
-            self.ema_generator(z, training=True)
+            self.ema_generator(steps.with_label(z, labels if self.config.conditional else None), training=True)
         finally:
             for layer, momentum in zip(layers, momenta):
                 layer.momentum = momentum
@@ -158,11 +157,8 @@ class GAN(keras.Model):
 
 
 def build_generator(config, name=None):
-    """The generator described by `config`."""
-    return models.build_generator(
-        config.arch, config.latent_dim, config.g_widths, config.g_base_width, config.upsample, name=name,
-        block_convs=config.g_block_convs, out_kernel=config.g_out_kernel,
-    )
+    """The generator described by `config` (any family, `models.generator_for`)."""
+    return models.generator_for(config, name)
 
 
 def load_run_generator(run_dir, checkpoint="latest"):
@@ -331,44 +327,63 @@ class ProgressBar(keras.callbacks.Callback):
 
 # ---------------------------------------------------------------- data pipeline
 
-def epoch_batches(images, batch_size, seed, epoch):
-    """Batches [B, 128, 128, 1] of one epoch: a permutation fixed by (seed, epoch), full batches only.
-    Plain NumPy, the same under every backend."""
+def epoch_batches(images, batch_size, seed, epoch, labels=None):
+    """Batches [B, 128, 128, 1] of one epoch (with labels: (images, labels [B, 1] int32) pairs): a
+    permutation fixed by (seed, epoch), full batches only. Plain NumPy, the same under every backend."""
     n = len(images)
     if n < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the {n} training images")
     order = np.random.default_rng([int(seed), int(epoch)]).permutation(n)
     for start in range(0, n - batch_size + 1, batch_size):
-        yield images[order[start:start + batch_size]]
+        index = order[start:start + batch_size]
+        yield images[index] if labels is None else (images[index], labels[index, None].astype(np.int32))
+
+
+def training_split(config, data_dir=None):
+    """(train images, train labels, val images, val labels) for `config`: the shared patient-level split,
+    then the `max_images` cap; labels are int32 indices into `config.classes`."""
+    train_ds, val_ds = data_lib.load_split(data_dir, config.classes, config.flip, config.val_fraction, config.split_seed)
+    index = {name: i for i, name in enumerate(config.classes)}
+    train, train_labels = train_ds.images, np.array([index[c] for c in train_ds.classes], np.int32)
+    if config.max_images:
+        keep = np.random.RandomState(config.seed).permutation(len(train))[: config.max_images]
+        train, train_labels = train[keep], train_labels[keep]
+    return train, train_labels, val_ds.images, np.array([index[c] for c in val_ds.classes], np.int32)
 
 
 def training_images(config, data_dir=None):
-    """(train images, val images) for `config`: the shared patient-level split, then the `max_images` cap."""
-    train_ds, val_ds = data_lib.load_split(data_dir, config.classes, config.flip, config.val_fraction, config.split_seed)
-    train = train_ds.images
-    if config.max_images:
-        train = train[np.random.RandomState(config.seed).permutation(len(train))[: config.max_images]]
-    return train, val_ds.images
+    """(train images, val images) that samples are compared with: every class of `config.classes`, or for
+    a conditional model the first class (its default when sampling; COVID in the shipped presets)."""
+    train, train_labels, val, val_labels = training_split(config, data_dir)
+    if config.conditional:
+        return train[train_labels == 0], val[val_labels == 0]
+    return train, val
 
 
 # ---------------------------------------------------------------- the job
 
-def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), images=None, verbose=True):
+def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), images=None, verbose=True, labels=None):
     """Train `config` in `run_dir` (a new `models/<NNNNN>-<preset>/` when None); returns the run folder.
 
     `resume=True` continues from the newest checkpoint in `run_dir`: epoch counter, weights, optimizer
     state, augmentation and noise streams, so the result equals an uninterrupted run; `epochs` and
     `time_budget_minutes` come from `config`, everything else from the run's config.json. `images`
-    overrides the data (tests).
+    (and, for a conditional config, `labels` [N] class indices) override the data (tests).
     """
     run_dir = _prepare_run_dir(config, run_dir, resume)
     if resume:
         config = _resumable_config(config, run_dir)
     config.save(run_dir)
     if images is None:
-        images, val_images = training_images(config, data_dir)
+        images, labels, val_images, val_labels = training_split(config, data_dir)
     else:
-        val_images = images
+        val_images, val_labels = images, None
+    if config.conditional:
+        labels = _checked_labels(config, images, labels)
+        val_labels = labels if val_labels is None else val_labels
+        compared = (images[labels == 0], val_images[val_labels == 0])  # samples default to class 0: compare with class 0
+    else:
+        labels, compared = None, (images, val_images)
     seed_everything(config.seed)  # initial weights and dropout streams follow the seed
     gan = GAN(config)
     gan.compile()
@@ -385,13 +400,29 @@ def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), image
     if initial_epoch >= config.epochs:
         return run_dir
     steps_per_epoch = len(images) // config.batch_size
-    all_callbacks = _callbacks(config, run_dir, gan, images, val_images, steps_per_epoch, initial_epoch, verbose) + list(callbacks)
+    all_callbacks = _callbacks(config, run_dir, gan, *compared, steps_per_epoch, initial_epoch, verbose) + list(callbacks)
     images = np.asarray(images, np.float32)
-    gan.run_epochs(lambda epoch: epoch_batches(images, config.batch_size, config.seed, epoch), initial_epoch, config.epochs, all_callbacks)
+    gan.run_epochs(lambda epoch: epoch_batches(images, config.batch_size, config.seed, epoch, labels), initial_epoch, config.epochs, all_callbacks)
     return run_dir
 
 
-MODEL_FIELDS = ("arch", "latent_dim", "g_base_width", "g_widths", "d_widths", "upsample", "g_block_convs", "g_out_kernel", "spectral_norm")
+def _checked_labels(config, images, labels):
+    """Class indices [N] int32 for a conditional run, checked against `config.classes`."""
+    if labels is None:
+        raise ValueError("a conditional config needs class labels for its images (pass labels=, or let train() load the data)")
+    k = len(config.classes)
+    if k < 2:
+        raise ValueError(f"conditional=true needs two or more classes, got classes={list(config.classes)}; set classes=CT_COVID,CT_NonCOVID")
+    labels = np.asarray(labels).astype(np.int32).reshape(-1)
+    if len(labels) != len(images) or labels.min() < 0 or labels.max() >= k:
+        raise ValueError(f"labels must be {len(images)} class indices in [0, {k - 1}] (config.classes = {list(config.classes)})")
+    return labels
+
+
+MODEL_FIELDS = (
+    "arch", "latent_dim", "g_base_width", "g_widths", "d_widths", "upsample", "g_block_convs", "g_out_kernel", "spectral_norm",
+    "g_noise", "w_dim", "mapping_layers", "mbstd_group", "conditional", "classes",
+)
 
 
 def _resumable_config(requested, run_dir):

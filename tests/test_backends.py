@@ -21,6 +21,8 @@ LAYERS = (
     ("paths", "files", "console"),
     ("config",),
     ("data", "notebook"),
+    ("layers",),
+    ("stylegan", "fastgan"),
     ("encoder", "images", "models", "augment", "checkpoints", "data_cli", "downstream"),
     ("scores", "losses"),
     ("steps", "guard", "tracking"),
