@@ -7,17 +7,19 @@ noise (constant noise maps at inference), the skip generator (a modulated 1x1 to
 upsampled and summed, linear output), one w per modulated layer (W+), the truncation trick, and the
 residual discriminator with minibatch standard deviation (plus a projection term when conditional).
 
-Simplified: bilinear resizing and 2x2 average pooling stand in for StyleGAN2's FIR up/down filters; the
-mapping network does not track w_avg during training (`w_average` computes it on demand); no style
-mixing regularisation, path length regulariser, lazy regularisation or conv clamping here (the training
-loop owns losses and penalties); the toRGB layers take their own w instead of sharing the next block's;
-the discriminator uses ordinary He-initialised Keras Conv2D/Dense layers with leaky ReLU 0.2 (no
-equalised learning rate; He initialisation keeps the activations' scale as StyleGAN's sqrt(2) gain does),
-and its second 3x3 convolution runs after the downsampling (as StyleGAN2's blur + stride-2 convolution).
+Simplified: nearest (features) and bilinear (the toRGB sum) resizing and 2x2 average pooling stand in
+for StyleGAN2's FIR up/down filters; the mapping network does not track w_avg during training
+(`w_average` computes it on demand); no style mixing regularisation, path length regulariser, lazy
+regularisation or conv clamping here (the training loop owns losses and penalties); the toRGB layers
+take their own w instead of sharing the next block's; the discriminator uses ordinary He-initialised
+Keras Conv2D/Dense layers with leaky ReLU 0.2 (no equalised learning rate; He initialisation keeps the
+activations' scale as StyleGAN's sqrt(2) gain does), and its second 3x3 convolution runs after the
+downsampling (as StyleGAN2's blur + stride-2 convolution).
 
 Conventions: the generator maps z [N, latent_dim] (and `label` int32 [N, 1] when conditional) to an
-image [N, 128, 128, 1] float32, linear, roughly in [-1, 1] (callers clip); the synthesis network takes
-ws [N, num_ws, w_dim] with num_ws = 3 * 6 - 1 = 17 (11 convolutions + 6 toRGBs, in network order).
+image [N, 128, 128, 1] float32, linear, roughly in [-1, 1] once trained (untrained: std about 1 with
+peaks of a few units; callers clip); the synthesis network takes ws [N, num_ws, w_dim] with
+num_ws = 3 * 6 - 1 = 17 (11 convolutions + 6 toRGBs, in network order).
 """
 import keras
 import numpy as np
