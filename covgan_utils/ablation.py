@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from covgan_utils import config as config_lib
-from covgan_utils import data, files, metrics, paths, sample, train
+from covgan_utils import data, files, metrics, paths, sample, scores, train
 
 REMEDIES = {  # row name -> changes to the paper recipe
     "paper": {},
@@ -177,12 +177,14 @@ def _split(data_dir, val, train_images):
 def _score(run_dir, checkpoint, n, features, val, train_images, out_file, grid=None, memorise=False):
     """Sample seeds 0..n-1 from one checkpoint (class 0, COVID, for conditional models), score against
     `val`, write `out_file` -> generated block. The memorisation test runs on domain features, or on any
-    features when `memorise`."""
+    features when `memorise`, with the augmentation-leak statistics (`scores.leak_report`) beside."""
     generated = sample.generate(sample.load_generator(run_dir, checkpoint), range(n))  # [n, 128, 128, 1]
     if grid is not None:
         sample.save_grid(generated[:36], grid)
     train_arg = train_images if features == "domain" or memorise else None  # memorisation: pixels are in eval.json already
     report = metrics.evaluate_images(generated, val, train=train_arg, n=n, features=features, baselines=False)
+    if memorise:
+        report["leak"] = scores.leak_report(generated, val)
     metrics.write_report(report, out_file)
     return report["generated"]
 
@@ -280,6 +282,26 @@ def table(root, floor=None, features="domain", study="remedies"):
     return "\n".join(lines)
 
 
+LEAK_STATS = ("angle", "elongation", "area", "asymmetry")
+
+
+def leak_table(root, features="inception"):
+    """Markdown table of the augmentation-leak statistics of each families run: the spread of the body's
+    orientation, elongation and size and the mean left-right asymmetry, samples vs validation scans, with
+    the largest KS distance and its 5% critical value. A leak widens the samples' spreads."""
+    lines = ["| row | " + " | ".join(f"{s} (samples / real)" for s in LEAK_STATS) + " | max KS (5% crit.) |", "|" + "---|" * (len(LEAK_STATS) + 2)]
+    for done_file in sorted(pathlib.Path(root).glob("*/done.json")):
+        eval_file = done_file.parent / report_name(features)
+        leak = files.read_json(eval_file, RERUN).get("leak") if eval_file.is_file() else None
+        if not leak:
+            continue
+        row = files.read_json(done_file, RERUN)["row"]
+        cells = [f"{leak[s]['generated_std' if s != 'asymmetry' else 'generated_mean']:.3g} / {leak[s]['real_std' if s != 'asymmetry' else 'real_mean']:.3g}" for s in LEAK_STATS]
+        worst = max(leak.values(), key=lambda v: v["ks"])
+        lines.append(f"| {row} | " + " | ".join(cells) + f" | {worst['ks']:.2f} ({worst['ks_95']:.2f}) |")
+    return "\n".join(lines)
+
+
 RERUN = "rerun the ablation command that writes it (ablation run / evaluate), or remove that run folder"
 
 
@@ -294,7 +316,11 @@ def _floor(file):
 
 def _cli_report(args):
     floor = _floor(args.floor) if args.floor else None
-    print(table(args.root or paths.MODELS_DIR / "ablation", floor, args.features, args.study))
+    root = args.root or paths.MODELS_DIR / "ablation"
+    print(table(root, floor, args.features, args.study))
+    if args.study == "families":
+        print("\nAugmentation leak (std of angle in degrees, elongation, area fraction; mean asymmetry):\n")
+        print(leak_table(root, args.features))
 
 
 def _cli_evaluate(args):

@@ -81,3 +81,32 @@ def test_damaged_report_files_are_one_line_errors(tmp_path, capsys):
         assert cli.main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
+
+
+def test_every_families_row_is_a_buildable_config_on_the_best_recipe():
+    from covgan_utils import models
+
+    best = config.get_preset("best")
+    for row in ablation.FAMILIES:
+        cfg = ablation.row_config(row, 3, 20)
+        assert (cfg.seed, cfg.time_budget_minutes, cfg.preset) == (3, 20, f"ablation-{ablation.slug(row)}")
+        assert (cfg.loss, cfg.ema_decay, cfg.ada_target, cfg.batch_size) == (best.loss, best.ema_decay, best.ada_target, best.batch_size)
+        assert cfg.r1_gamma == (0.0 if cfg.arch == "fastgan" else best.r1_gamma)  # fastgan's D is regularised by its reconstructions
+        assert cfg.conditional == ("+cond" in row) and (cfg.augment == "ada") == ("full ADA" in row)
+        models.generator_for(cfg), models.discriminator_for(cfg)
+    with pytest.raises(ValueError, match="unknown ablation row"):
+        ablation.row_config("style +magic", 0, 5)
+
+
+def test_families_study_runs_evaluates_and_tabulates_with_leak_statistics(tmp_path, blob_images, monkeypatch):
+    monkeypatch.setitem(ablation.FAMILIES, "style", ("smoke-style", {}))
+    runs = ablation.run(["style"], [0], minutes=1e-4, root=tmp_path, images=blob_images)
+    ablation.evaluate(runs, n=20, val=blob_images[:20], train_images=blob_images[20:])
+    report = json.loads((runs[0] / "eval.json").read_text())
+    assert "memorisation" in report["generated"] and set(ablation.LEAK_STATS) <= set(report["leak"])
+    header, _, row = ablation.table(tmp_path, study="families").splitlines()
+    assert "near-dups" in header and "copies" in header and row.startswith("| style |")
+    assert f"{report['generated']['duplicate_fraction']:.3f}" in row
+    leak = ablation.leak_table(tmp_path, features="domain").splitlines()
+    assert leak[2].startswith("| style |") and f"{report['leak']['angle']['generated_std']:.3g}" in leak[2]
+    assert ablation.table(tmp_path, study="remedies").count("\n") == 1  # header only: no remedies rows here

@@ -67,11 +67,16 @@ NOTEBOOKS = {
         "Walk the latent space",
         "Disease-progression style walks between the noise vectors of two seeds: linear (the paper's) and spherical.",
         [
-            "from covgan_utils import sample, train\nimport matplotlib.pyplot as plt\nfrom IPython.display import Image",
-            "run_dir = train.latest_run()  # None -> the released model in models/release/\ngenerator = sample.load_generator(run_dir)\nprint(run_dir or 'released model')",
-            "for mode in ('linear', 'slerp'):\n    strip = sample.interpolate(generator, seed_a=1, seed_b=2, steps=8, mode=mode)\n"
+            "from covgan_utils import sample, train\nimport matplotlib.pyplot as plt\nimport numpy as np\nfrom IPython.display import Image",
+            "run_dir = train.latest_run()  # None -> the released model in models/release/\ngenerator = sample.load_generator(run_dir)\n"
+            "cfg = sample.model_config(run_dir)\ncovid = sample.class_label(cfg, 'covid')  # the class input of a conditional model; None for a COVID-only one\n"
+            "print(run_dir or 'released model', cfg.arch, 'conditional' if cfg.conditional else 'unconditional')",
+            "for mode in ('linear', 'slerp'):\n    strip = sample.interpolate(generator, seed_a=1, seed_b=2, steps=8, mode=mode, label=covid)\n"
             "    plt.figure(figsize=(16, 2.5))\n    plt.imshow(sample.make_grid(strip, cols=8), cmap='gray')\n    plt.title(mode)\n    plt.axis('off')",
-            "out = pathlib.Path('interpolation.gif')\nsample.save_strip(sample.interpolate(generator, 1, 2, steps=12, mode='slerp'), out)\nImage(filename=str(out))",
+            "if cfg.conditional:  # the same seeds as both classes\n"
+            "    both = [sample.generate(generator, range(8), label=sample.class_label(cfg, c)) for c in ('covid', 'non-covid')]\n"
+            "    plt.figure(figsize=(16, 4.5))\n    plt.imshow(sample.make_grid(np.concatenate(both), cols=8), cmap='gray')\n    plt.title('COVID (top) and non-COVID (bottom), same seeds')\n    plt.axis('off')",
+            "out = pathlib.Path('interpolation.gif')\nsample.save_strip(sample.interpolate(generator, 1, 2, steps=12, mode='slerp', label=covid), out)\nImage(filename=str(out))",
         ],
     ),
 }
