@@ -134,6 +134,29 @@ def _class_and_truncation(p):
     p.add_argument("--truncation", type=truncation_psi, default=1.0, help="style-based models: psi < 1 trades variety for typicality")
 
 
+def _projection_commands(subparsers):
+    p = _command(subparsers, "project", "project:_cli_project", "project real scans into the generator: DIR/<stem>.png reconstructions + DIR/latents.npz")
+    p.add_argument("--image", nargs="+", required=True, metavar="FILE", help="PNG/JPEG scans")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--run", help="run folder (default: the released model)")
+    p.add_argument("--checkpoint", default="latest", help="latest | best | epoch number")
+    p.add_argument("--steps", type=_whole(5), default=300, help="optimisation steps (default 300)")
+    p.add_argument("--starts", type=positive_int, default=4, help="seeded starts; each image keeps its best (default 4)")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--class", dest="cls", choices=("covid", "non-covid"), help="class input of a conditional model")
+    p = _command(subparsers, "progress", "project:_cli_progress", "real-to-real progression: project two scans and walk between them", check=_strip_suffix)
+    p.add_argument("--from", required=True, metavar="FILE", help="first scan")
+    p.add_argument("--to", required=True, metavar="FILE", help="last scan")
+    p.add_argument("--steps", type=_whole(2), default=8, help="frames on the path, ends included")
+    p.add_argument("--out", required=True, help="output .png (strip, real scans at the ends) or .gif")
+    p.add_argument("--mode", choices=("linear", "slerp"), default="linear")
+    p.add_argument("--run", help="run folder (default: the released model)")
+    p.add_argument("--checkpoint", default="latest", help="latest | best | epoch number")
+    p.add_argument("--project-steps", type=_whole(5), default=300, help="optimisation steps of each projection")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--class", dest="cls", choices=("covid", "non-covid"), help="class input of a conditional model")
+
+
 def _sampling_commands(subparsers):
     p = _command(subparsers, "sample", "sample:_cli_sample", "write N generated images seed<S+i>.png")
     p.add_argument("--run", help="run folder (default: the released model)")
@@ -151,6 +174,7 @@ def _sampling_commands(subparsers):
     p.add_argument("--mode", choices=("linear", "slerp"), default="linear")
     p.add_argument("--checkpoint", default="latest", help="latest | best | epoch number")
     _class_and_truncation(p)
+    _projection_commands(subparsers)
     p = _command(subparsers, "plot", "plots:_cli_plot", "write the loss/accuracy/sample figures into a run folder")
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--data", help="data folder for the real grid")

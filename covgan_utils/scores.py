@@ -519,3 +519,11 @@ def _mean_std(prefix, values):
     if len(values) == 0:
         return {f"{prefix}_mean": float("nan"), f"{prefix}_std": float("nan")}
     return {f"{prefix}_mean": float(np.mean(values)), f"{prefix}_std": float(np.std(values))}
+
+
+def ms_ssim_paired(a, b, batch=250):
+    """MS-SSIM of each pair (a[i], b[i]) of two image sets [N, 128, 128, 1] in [-1, 1] -> [N] (1 = identical)."""
+    a, b = as_images(a), as_images(b)
+    if len(a) != len(b):
+        raise ValueError(f"paired MS-SSIM needs sets of one size, got {len(a)} and {len(b)}")
+    return np.concatenate([_ms_ssim_pairs(a[s:s + batch], b[s:s + batch]) for s in range(0, len(a), batch)])

@@ -18,6 +18,7 @@ whose state is checkpointed, so a resumed run continues the same random streams.
 import functools
 
 import keras
+import numpy as np
 from keras import ops
 
 from covgan_utils import augment as augment_lib
@@ -198,3 +199,44 @@ class JaxStep:
         p_new, r_t = losses.ada_update(c, p, d_real, n)
         s["misc"] = [p_new, seed_state]
         return s, losses.step_logs(d_loss, g_loss, d_real, d_fake, r_t, p_new)
+
+
+# ---------------------------------------------------------------- gradients of a function of inputs (projection)
+
+def value_and_grad(fn):
+    """`fn(x) -> scalar` (keras.ops; models called in inference mode) => `g(x) -> (value, d fn / d x)` as
+    NumPy, compiled once for the running backend: the only backend-specific code of projection."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        compiled = jax.jit(jax.value_and_grad(fn))
+        return lambda x: tuple(np.asarray(v) for v in compiled(np.asarray(x, np.float32)))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def both(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                value = fn(x)
+            return value, tape.gradient(value, x)
+
+        compiled = tf.function(both, autograph=False, reduce_retracing=True)
+        return lambda x: tuple(np.asarray(v) for v in compiled(tf.convert_to_tensor(np.asarray(x, np.float32))))
+    raise ValueError(f"projection runs on the tensorflow or jax Keras backend, not {backend!r}; set KERAS_BACKEND")
+
+
+def jit_numpy(fn):
+    """`fn` (keras.ops) compiled for the running backend, taking and returning NumPy."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        compiled = jax.jit(fn)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(fn, autograph=False, reduce_retracing=True)
+    else:
+        compiled = fn
+    return lambda x: np.asarray(compiled(ops.convert_to_tensor(np.asarray(x, np.float32))))
