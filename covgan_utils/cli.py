@@ -210,6 +210,19 @@ def _metric_commands(subparsers):
     p.add_argument("--out", required=True, help="report JSON file")
 
 
+def _progression_commands(subparsers):
+    sub = _group(subparsers, "progression", "progression measured against real scans")
+    p = _command(sub, "report", "progression:_cli_report", "reconstruction and follow-up tables -> docs/PROGRESSION.md")
+    p.add_argument("--run", help="run folder (default: the released model)")
+    p.add_argument("--out", help="markdown file (default docs/PROGRESSION.md)")
+    p.add_argument("--n-val", type=positive_int, default=16, help="validation scans to reconstruct (default 16)")
+    p.add_argument("--steps", type=_whole(5), default=300, help="optimisation steps per projection")
+    p.add_argument("--starts", type=positive_int, default=4, help="seeded starts per projection")
+    p.add_argument("--autoencoder", help="an autoencoder run folder for the reconstruction baseline")
+    p.add_argument("--data", help="data folder")
+    p.add_argument("--seed", type=seed_int, default=0)
+
+
 def _ablation_commands(subparsers):
     sub = _group(subparsers, "ablation", "equal-compute ablation: train, evaluate, tabulate")
     root_help = "folder of the ablation runs (default models/ablation/)"
@@ -261,7 +274,7 @@ def _widget_commands(subparsers):
     p.add_argument("--dir", default=None, help="widget folder (default exports/latent_widget/)")
 
 
-COMMANDS = (_data_commands, _training_commands, _sampling_commands, _metric_commands, _ablation_commands, _widget_commands)
+COMMANDS = (_data_commands, _training_commands, _sampling_commands, _metric_commands, _ablation_commands, _progression_commands, _widget_commands)
 
 
 def build_parser():

@@ -71,22 +71,32 @@ def ms_ssim_loss(x, y):
     return 1.0 - total  # [N]
 
 
-def loss_fn(decode, targets, space, latent_dim, features=None, weights=None):
-    """latents -> per-image loss [N] against `targets` [N, 128, 128, 1] (keras.ops)."""
+def loss_fn(decode, space, features=None, weights=None):
+    """(latents, targets [N, 128, 128, 1]) -> per-image loss [N] (keras.ops)."""
     w = {**LOSS_WEIGHTS, **(weights or {})}
-    targets = ops.convert_to_tensor(targets)
-    target_f = None if features is None else features(targets, training=False)  # [N, F]
 
-    def per_image(latents):
+    def per_image(latents, targets):
         images = decode(latents)  # [N, 128, 128, 1]
         loss = w["l1"] * ops.mean(ops.abs(images - targets), axis=(1, 2, 3)) + w["ms_ssim"] * ms_ssim_loss(images, targets)
-        if target_f is not None and w["features"]:
-            loss = loss + w["features"] * ops.mean(ops.square(features(images, training=False) - target_f), axis=1)
+        if features is not None and w["features"]:
+            diff = features(images, training=False) - features(targets, training=False)  # [N, F]
+            loss = loss + w["features"] * ops.mean(ops.square(diff), axis=1)
         if space == "z" and w["prior"]:
             loss = loss + w["prior"] * ops.square(ops.mean(ops.square(latents), axis=1) - 1.0)  # ||z||^2 / d near 1
         return loss  # [N]
 
     return per_image
+
+
+_COMPILED = {}  # (generator, space, label, features, weights) -> (value_and_grad, per-image loss): one trace per batch shape
+
+
+def _compiled(generator, space, labels, label, feature_model, weights):
+    key = (id(generator), space, label, None if labels is None else len(labels), id(feature_model), tuple(sorted((weights or {}).items())))
+    if key not in _COMPILED or _COMPILED[key][0] is not generator:
+        per_image = loss_fn(decoder(generator, space, labels), space, feature_model, weights)
+        _COMPILED[key] = (generator, steps.value_and_grad(lambda x, t: ops.sum(per_image(x, t))), steps.jit_numpy(per_image))
+    return _COMPILED[key][1:]
 
 
 def _learning_rate(t, base):
@@ -135,9 +145,9 @@ def project(generator, targets, num_steps=300, starts=4, seed=0, lr=0.05, noise=
     n, space = len(targets), latent_space(generator)
     labels = images_lib.labels_for(generator, n, label)
     feature_model = encoder_lib.load_encoder() if features == "domain" else None
-    per_image = loss_fn(decoder(generator, space, labels), targets, space, images_lib.latent_dim_of(generator), feature_model, weights)
-    grad = steps.value_and_grad(lambda x: ops.sum(per_image(x)))
-    evaluate = steps.jit_numpy(per_image)
+    grad_fn, loss_of = _compiled(generator, space, labels, label, feature_model, weights)
+    grad = lambda x: grad_fn(x, targets)  # noqa: E731
+    evaluate = lambda x: loss_of(x, targets)  # noqa: E731
     rng = np.random.RandomState(seed)
     first_leg = max(1, num_steps // 5)
     runs = [_optimise(grad, initial_latents(generator, space, n, s, seed, labels), 0, first_leg, num_steps, lr, noise, rng, progress and s == 0) for s in range(starts)]

@@ -204,30 +204,31 @@ class JaxStep:
 # ---------------------------------------------------------------- gradients of a function of inputs (projection)
 
 def value_and_grad(fn):
-    """`fn(x) -> scalar` (keras.ops; models called in inference mode) => `g(x) -> (value, d fn / d x)` as
-    NumPy, compiled once for the running backend: the only backend-specific code of projection."""
+    """`fn(x, *args) -> scalar` (keras.ops; models called in inference mode) => `g(x, *args) -> (value, d fn / d x)`
+    as NumPy, compiled once for the running backend (one trace per input shape): the only
+    backend-specific code of projection."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
         compiled = jax.jit(jax.value_and_grad(fn))
-        return lambda x: tuple(np.asarray(v) for v in compiled(np.asarray(x, np.float32)))
+        return lambda x, *args: tuple(np.asarray(v) for v in compiled(*_float32(x, *args)))
     if backend == "tensorflow":
         import tensorflow as tf
 
-        def both(x):
+        def both(x, *args):
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                value = fn(x)
+                value = fn(x, *args)
             return value, tape.gradient(value, x)
 
         compiled = tf.function(both, autograph=False, reduce_retracing=True)
-        return lambda x: tuple(np.asarray(v) for v in compiled(tf.convert_to_tensor(np.asarray(x, np.float32))))
+        return lambda x, *args: tuple(np.asarray(v) for v in compiled(*map(tf.convert_to_tensor, _float32(x, *args))))
     raise ValueError(f"projection runs on the tensorflow or jax Keras backend, not {backend!r}; set KERAS_BACKEND")
 
 
 def jit_numpy(fn):
-    """`fn` (keras.ops) compiled for the running backend, taking and returning NumPy."""
+    """`fn(*arrays)` (keras.ops) compiled for the running backend, taking and returning NumPy."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -239,4 +240,8 @@ def jit_numpy(fn):
         compiled = tf.function(fn, autograph=False, reduce_retracing=True)
     else:
         compiled = fn
-    return lambda x: np.asarray(compiled(ops.convert_to_tensor(np.asarray(x, np.float32))))
+    return lambda *arrays: np.asarray(compiled(*map(ops.convert_to_tensor, _float32(*arrays))))
+
+
+def _float32(*arrays):
+    return [np.asarray(a, np.float32) for a in arrays]

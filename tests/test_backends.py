@@ -31,6 +31,7 @@ LAYERS = (
     ("sample",),
     ("plots", "metrics", "project"),
     ("calibration", "ablation", "autoencoder", "gpu_job"),
+    ("progression",),
     ("widget",),
     ("cli",),
     ("__main__",),

@@ -1,0 +1,167 @@
+"""Progression measured against real scans: how well the generator reconstructs validation scans it never
+saw, and whether walking between a patient's first and last projected scans passes near the real
+intermediate scan. `write_report` writes both tables into docs/PROGRESSION.md
+(`python -m covgan_utils progression report`).
+
+Follow-ups (`covgan_utils.followup`): every patient with three or more dated time points on one anchor.
+For each intermediate time point at fraction f of the first-to-last interval: the path point
+G(lerp(w_first, w_last, f)) against the real intermediate slices, beside baselines: the nearer real
+endpoint, a pixel cross-fade (1 - f) A + f B of the real endpoints, another patient's scan, and as a
+ceiling the projection of the intermediate scan itself. A time point often holds several slices at
+different chest levels, so every candidate is scored against its best-matching intermediate slice.
+Slices from different dates are unregistered and may sit at different chest levels: a small gap to the
+baselines says little either way.
+"""
+import pathlib
+import time
+
+import numpy as np
+
+from covgan_utils import autoencoder as autoencoder_lib
+from covgan_utils import data as data_lib
+from covgan_utils import encoder as encoder_lib
+from covgan_utils import followup, paths, project, sample, scores, train
+from covgan_utils import images as images_lib
+
+DOC = paths.PROJECT_ROOT / "docs" / "PROGRESSION.md"
+
+
+def _distances(candidates, references, features):
+    """Best match of each candidate [K, ...] over the references [R, ...]: (MS-SSIM [K], feature distance [K])."""
+    c_f, r_f = encoder_lib.embed(features, candidates), encoder_lib.embed(features, references)
+    ssim = np.stack([scores.ms_ssim_paired(candidates, np.repeat(references[j:j + 1], len(candidates), 0)) for j in range(len(references))], 1)
+    dist = np.linalg.norm(c_f[:, None, :] - r_f[None, :, :], axis=2)  # [K, R]
+    return ssim.max(axis=1), dist.min(axis=1)
+
+
+def nearest_training_images(targets, train_images):
+    """The training image nearest to each target in pixels (full resolution L2) -> [N, 128, 128, 1]."""
+    t = targets.reshape(len(targets), -1).astype(np.float64)
+    r = train_images.reshape(len(train_images), -1).astype(np.float64)
+    d = (t**2).sum(1)[:, None] - 2 * t @ r.T + (r**2).sum(1)[None]  # [N, M]
+    return train_images[d.argmin(axis=1)]
+
+
+def reconstruction_rows(generator, val, train_images, num_steps=300, starts=4, autoencoder_run=None, seed=0):
+    """Rows of the reconstruction table on validation scans `val`: the projection, the autoencoder (when a
+    run is given) and the nearest training image -> list of dicts."""
+    features = encoder_lib.load_encoder()
+    rows = []
+    began = time.time()
+    result = project.project(generator, val, num_steps=num_steps, starts=starts, seed=seed, progress=True)
+    seconds = (time.time() - began) / len(val)
+    prior = project.latent_prior_report(result["latents"], result["space"], generator)
+    rows.append({"method": f"projection, optimisation ({result['space']}, {starts} starts x {num_steps} steps)", "seconds": seconds,
+                 "prior": prior, **_summary(project.reconstruction_scores(result["images"], val, features))})
+    if autoencoder_run is not None:
+        _, enc, dec = autoencoder_lib.load_autoencoder(autoencoder_run)
+        began = time.time()
+        recon = np.asarray(dec(enc(val)))
+        rows.append({"method": f"dense autoencoder ({pathlib.Path(autoencoder_run).name})", "seconds": (time.time() - began) / len(val),
+                     **_summary(project.reconstruction_scores(recon, val, features))})
+    began = time.time()
+    nearest = nearest_training_images(val, train_images)
+    rows.append({"method": "nearest training image (pixels)", "seconds": (time.time() - began) / len(val),
+                 **_summary(project.reconstruction_scores(nearest, val, features))})
+    return rows, result
+
+
+def _summary(per_image):
+    return {k: (float(np.mean(v)), float(np.std(v))) for k, v in per_image.items()}
+
+
+def _patient_scans(data_dir, point):
+    folder = data_lib.find_data_dir(data_dir) / followup.CLASS
+    return project.read_images([folder / name for name in point["files"]])
+
+
+def followup_rows(generator, data_dir=None, num_steps=300, starts=4, seed=0):
+    """One row per (patient, intermediate time point): MS-SSIM and feature distance of the path point and
+    of each baseline to the real intermediate slices."""
+    features = encoder_lib.load_encoder()
+    patients = followup.followups(data_dir)
+    scans = {p["patient"]: [_patient_scans(data_dir, point) for point in p["points"]] for p in patients}
+    rows = []
+    for p in patients:
+        points, slices = p["points"], scans[p["patient"]]
+        first, last = slices[0][:1], slices[-1][:1]  # the first slice of each end (file-name order)
+        ends = project.project(generator, np.concatenate([first, last]), num_steps=num_steps, starts=starts, seed=seed)
+        others = np.concatenate([s[-1][:1] for q, s in scans.items() if q != p["patient"]])  # one scan of every other patient
+        for k in range(1, len(points) - 1):
+            f = followup.fraction(points[0]["day"], points[k]["day"], points[-1]["day"])
+            real = slices[k]
+            latent = (1.0 - f) * ends["latents"][0] + f * ends["latents"][1]  # the path's point at the intermediate day
+            decode = project.decoder(generator, ends["space"], images_lib.labels_for(generator, 1))
+            path_point = np.clip(np.asarray(decode(latent[None])), -1, 1)  # [1, 128, 128, 1]
+            ceiling = project.project(generator, real[:1], num_steps=num_steps, starts=starts, seed=seed)["images"]
+            candidates = {
+                "path point": path_point,
+                "nearer real endpoint": first if f <= 0.5 else last,
+                "pixel cross-fade": ((1 - f) * first + f * last).astype(np.float32),
+                "projection of the intermediate (ceiling)": ceiling,
+            }
+            row = {"patient": p["patient"].split("/")[-1], "anchor": p["anchor"], "days": [pt["day"] for pt in points], "day": points[k]["day"], "fraction": f}
+            for name, image in candidates.items():
+                ssim, dist = _distances(image, real, features)
+                row[name] = (float(ssim[0]), float(dist[0]))
+            ssim, dist = _distances(others, real, features)
+            row["another patient (mean)"] = (float(ssim.mean()), float(dist.mean()))
+            rows.append(row)
+    return rows
+
+
+FOLLOWUP_COLUMNS = ("path point", "nearer real endpoint", "pixel cross-fade", "another patient (mean)", "projection of the intermediate (ceiling)")
+
+
+def _fmt_days(days):
+    return ", ".join(f"{d:g}" for d in days)
+
+
+def markdown(recon_rows, follow_rows, n_val, model_name, unparsed):
+    """The PROGRESSION.md text for the two tables."""
+    lines = ["# Progression between real scans", "",
+             f"Generator: {model_name}. Written by `python -m covgan_utils progression report`; every number below comes from that command.", "",
+             f"## Reconstruction of validation scans the generator never saw ({n_val} COVID validation slices)", "",
+             "| method | PSNR dB | MS-SSIM | domain feature distance | s / image | latent vs prior |", "|---|---|---|---|---|---|"]
+    for r in recon_rows:
+        prior = r.get("prior")
+        where = "n/a"
+        if prior and "norm_mean" in prior:
+            where = f"‖z‖ {prior['norm_mean']:.1f} (prior {prior['prior_norm_mean']:.1f}, p99 {prior['prior_norm_p99']:.1f}); {prior['outside_p99']:.0%} outside p99"
+        elif prior:
+            where = f"‖w - w̄‖ {prior['distance_mean']:.2f} (prior {prior['prior_distance_mean']:.2f}, p99 {prior['prior_distance_p99']:.2f}); {prior['outside_p99']:.0%} outside p99"
+        cells = [f"{r[k][0]:.3f} ± {r[k][1]:.3f}" if k != "psnr" else f"{r[k][0]:.1f} ± {r[k][1]:.1f}" for k in ("psnr", "ms_ssim", "feature_distance")]
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {r['seconds']:.2f} | {where} |")
+    lines += ["", "PSNR and MS-SSIM: higher is closer; feature distance (domain encoder, lower is closer).", "",
+              "## Walking between a patient's first and last scans", "",
+              "Each cell: best MS-SSIM (higher is closer) / smallest domain feature distance (lower is closer) to the real intermediate slices.", "",
+              "| patient | anchor | days | intermediate day (fraction) | " + " | ".join(FOLLOWUP_COLUMNS) + " |", "|" + "---|" * (4 + len(FOLLOWUP_COLUMNS))]
+    for r in follow_rows:
+        cells = [f"{r[c][0]:.3f} / {r[c][1]:.2f}" for c in FOLLOWUP_COLUMNS]
+        lines.append(f"| {r['patient']} | {r['anchor']} | {_fmt_days(r['days'])} | {r['day']:g} ({r['fraction']:.2f}) | " + " | ".join(cells) + " |")
+    if follow_rows:
+        mean = {c: (np.mean([r[c][0] for r in follow_rows]), np.mean([r[c][1] for r in follow_rows])) for c in FOLLOWUP_COLUMNS}
+        lines.append("| mean | | | | " + " | ".join(f"{mean[c][0]:.3f} / {mean[c][1]:.2f}" for c in FOLLOWUP_COLUMNS) + " |")
+    lines += ["", "Slices from different dates are unregistered and may sit at different chest levels (and some are crops with drawn marks),",
+              "so the real intermediate scan is a noisy target for every column alike.", "",
+              "`Time` texts that give no usable time (listed, not guessed): " + (", ".join(f"\"{t}\" ({n} row{'s' if n != 1 else ''})" for t, n in unparsed) or "none") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run=None, out=None, n_val=16, num_steps=300, starts=4, autoencoder_run=None, data_dir=None, seed=0):
+    """Project validation scans and the follow-up patients with the generator of `run` (None: the release);
+    write the markdown report to `out` (default docs/PROGRESSION.md). Returns the path."""
+    generator = sample.load_generator(run)
+    cfg = sample.model_config(run)
+    train_images, val = train.training_images(cfg, data_dir)
+    val = val[np.random.RandomState(seed).permutation(len(val))[:n_val]]
+    recon, _ = reconstruction_rows(generator, val, train_images, num_steps, starts, autoencoder_run, seed)
+    follow = followup_rows(generator, data_dir, num_steps, starts, seed)
+    out = pathlib.Path(out or DOC)
+    name = f"run {pathlib.Path(run).name}" if run else "the released model (models/release)"
+    out.write_text(markdown(recon, follow, len(val), name, followup.unparsed(data_dir)))
+    return out
+
+
+def _cli_report(args):
+    print(write_report(args.run, args.out, args.n_val, args.steps, args.starts, args.autoencoder, args.data, args.seed))
