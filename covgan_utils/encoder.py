@@ -81,6 +81,16 @@ def load_encoder(folder=None):
     return _LOADED[key]
 
 
+def load_classifier(folder=None):
+    """The encoder's COVID head as a classifier: images [N, 128, 128, 1] in [-1, 1] -> P(COVID) [N, 1].
+    Trained with the encoder on the real scans of the train patients only (see the module docstring)."""
+    import keras
+
+    backbone = load_encoder(folder)
+    full = backbone._covgan_full  # the model whose weights were loaded
+    return keras.Model(full.inputs[0], keras.layers.Activation("sigmoid", name="p_covid")(full.outputs[1]), name="covid_classifier")
+
+
 def _load(folder):
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
@@ -91,6 +101,7 @@ def _load(folder):
     expected = config.get("weights_sha256")
     if expected and expected != weights_digest(full):
         warnings.warn(f"{weights} does not match the SHA-256 recorded in config.json; features may differ from the documented ones", stacklevel=3)
+    backbone._covgan_full = full  # load_classifier's COVID head
     return backbone
 
 

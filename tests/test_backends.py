@@ -31,7 +31,7 @@ LAYERS = (
     ("sample",),
     ("plots", "metrics", "project"),
     ("calibration", "ablation", "autoencoder", "gpu_job"),
-    ("progression",),
+    ("direction", "progression"),
     ("widget",),
     ("cli",),
     ("__main__",),

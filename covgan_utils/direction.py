@@ -1,0 +1,120 @@
+"""A disease direction in the generator's latent space (InterFaceGAN, Shen et al. 2020): a linear boundary
+between projected COVID and non-COVID training scans; its unit normal points towards COVID. Walking a
+projected scan along it (`edit`) makes it more or less COVID-like; the encoder's COVID head
+(`encoder.load_classifier`, trained on real scans only) checks that its probability rises along the walk.
+
+Works in the latent space of projection (z, or W+ for the style family). For a conditional generator
+the class input itself is the natural direction; interpolating the class embedding is not offered
+here yet, so conditional models also use the fitted boundary (with their class input fixed).
+"""
+import hashlib
+import pathlib
+
+import numpy as np
+
+from covgan_utils import encoder as encoder_lib
+from covgan_utils import images as images_lib
+from covgan_utils import paths, project, sample, train
+
+FILE = "direction-covid.npz"
+
+
+def fit_boundary(latents, is_covid, l2=1e-3, steps=2000, lr=0.5):
+    """Logistic regression on flattened latents (NumPy, standardised features) ->
+    {"normal": unit vector shaped like one latent, pointing to COVID, "accuracy": training accuracy}."""
+    x = np.asarray(latents, np.float64).reshape(len(latents), -1)
+    y = np.asarray(is_covid, np.float64)
+    if len(np.unique(y)) != 2:
+        raise ValueError("a boundary needs scans of both classes (COVID and non-COVID)")
+    mean, std = x.mean(0), x.std(0) + 1e-8
+    xs = (x - mean) / std
+    w, b = np.zeros(xs.shape[1]), 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(xs @ w + b)))
+        w -= lr * (xs.T @ (p - y) / len(y) + l2 * w)
+        b -= lr * float(np.mean(p - y))
+    normal = w / std  # back to latent units
+    normal /= np.linalg.norm(normal)
+    accuracy = float(np.mean(((xs @ w + b) > 0) == (y > 0.5)))
+    return {"normal": normal.reshape(np.shape(latents)[1:]).astype(np.float32), "accuracy": accuracy}
+
+
+def fit_direction(generator, covid, non_covid, num_steps=150, starts=2, seed=0):
+    """Project COVID and non-COVID scans [N, 128, 128, 1] and fit the boundary -> direction dict (+ "space")."""
+    both = np.concatenate([covid, non_covid]).astype(np.float32)
+    result = project.project(generator, both, num_steps=num_steps, starts=starts, seed=seed, progress=True)
+    fit = fit_boundary(result["latents"], np.r_[np.ones(len(covid)), np.zeros(len(non_covid))])
+    return {**fit, "space": result["space"], "n_covid": len(covid), "n_non_covid": len(non_covid), "num_steps": num_steps}
+
+
+def training_scans(config, n=24, seed=0, data_dir=None):
+    """(COVID, non-COVID) train-split scans, `n` of each (the validation patients stay unseen)."""
+    both = config.replace(classes=("CT_COVID", "CT_NonCOVID"), max_images=0)
+    images, labels, _, _ = train.training_split(both, data_dir)
+    rng = np.random.RandomState(seed)
+    pick = [rng.permutation(np.flatnonzero(labels == k))[:n] for k in (0, 1)]
+    return images[pick[0]], images[pick[1]]
+
+
+def weights_digest(generator):
+    """SHA-256 of a generator's weights: a cached direction belongs to exactly these weights."""
+    digest = hashlib.sha256()
+    for w in generator.get_weights():
+        digest.update(np.ascontiguousarray(w, "<f4").tobytes())
+    return digest.hexdigest()
+
+
+def load_or_fit(run=None, n=24, num_steps=150, seed=0, data_dir=None):
+    """(generator, COVID direction) of a model; the direction is cached as `direction-covid.npz` beside its
+    config (run folder or release) and refitted when the weights it was fitted on have changed."""
+    folder = pathlib.Path(run) if run else paths.RELEASE_DIR
+    file = folder / FILE
+    generator = sample.load_generator(run)
+    digest = weights_digest(generator)
+    if file.is_file():
+        with np.load(file) as z:
+            if str(z["weights_sha256"]) == digest:
+                return generator, {"normal": z["normal"], "space": str(z["space"]), "accuracy": float(z["accuracy"])}
+    covid, non_covid = training_scans(sample.model_config(run), n, seed, data_dir)
+    direction = fit_direction(generator, covid, non_covid, num_steps, seed=seed)
+    np.savez(file, normal=direction["normal"], space=np.array(direction["space"]), accuracy=direction["accuracy"], weights_sha256=np.array(digest),
+             n_per_class=np.array(n), num_steps=np.array(num_steps))
+    return generator, direction
+
+
+def edit(generator, image, direction, strengths, label=None, **kwargs):
+    """Project one scan and decode it moved by each strength along the direction ->
+    {"frames" [K, 128, 128, 1], "strengths", "projection"}."""
+    result = project.project(generator, np.asarray(image, np.float32)[None], label=label, **kwargs)
+    if result["space"] != direction["space"]:
+        raise ValueError(f"the direction was fitted in {direction['space']} but this generator projects into {result['space']}; refit it")
+    strengths = np.asarray(strengths, np.float32)
+    latents = result["latents"][0][None] + strengths.reshape((-1,) + (1,) * direction["normal"].ndim) * direction["normal"][None]
+    decode = project.decoder(generator, result["space"], images_lib.labels_for(generator, len(strengths), label))
+    frames = np.clip(np.asarray(decode(latents)), -1.0, 1.0)
+    return {"frames": frames, "strengths": strengths, "projection": result}
+
+
+def covid_probability(images, classifier=None):
+    """P(COVID) [N] of the encoder's COVID head."""
+    classifier = classifier or encoder_lib.load_classifier()
+    return np.asarray(classifier(np.asarray(images, np.float32), training=False))[:, 0]
+
+
+def rises_monotonically(values, tolerance=0.02):
+    """Whether a sequence never falls by more than `tolerance` from one step to the next (the classifier's
+    wobble near 0 and 1: 2 points of probability by default) and ends higher than it starts."""
+    v = np.asarray(values, np.float64)
+    return bool(len(v) >= 2 and np.all(np.diff(v) >= -tolerance) and v[-1] > v[0])
+
+
+def _cli_edit(args):
+    image = project.read_images([args.image])[0]  # a bad file answers before any fitting
+    generator, direction = load_or_fit(args.run)
+    strengths = np.linspace(0.0, args.strength, args.steps)
+    result = edit(generator, image, direction, strengths, num_steps=args.project_steps, seed=args.seed, progress=True)
+    probs = covid_probability(result["frames"])
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    images_lib.save_strip(np.concatenate([image[None], result["frames"]]), args.out)
+    print(f"{args.out}: P(COVID) along the walk " + " ".join(f"{p:.2f}" for p in probs)
+          + (" (rises monotonically)" if rises_monotonically(probs) else " (not monotonic)"))
