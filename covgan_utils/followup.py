@@ -29,6 +29,8 @@ import pathlib
 import re
 import zipfile
 
+import numpy as np
+
 from covgan_utils import data
 
 CLASS = "CT_COVID"
@@ -215,3 +217,26 @@ def fraction(first_day, middle_day, last_day):
     if not 0.0 <= position <= 1.0:
         raise ValueError(f"day {middle_day} is not between day {first_day} and day {last_day} (position {position:.3g})")
     return float(position)
+
+
+def read_scans(files, data_dir=None):
+    """COVID images by file name (from CT_COVID/ or CT_COVID.zip), preprocessed as the training data ->
+    [N, 128, 128, 1] in [-1, 1]; a missing or unreadable one raises a one-line DataError naming it."""
+    folder = _metadata_dir(data_dir)
+    images, archive = folder / CLASS, folder / f"{CLASS}.zip"
+    out = []
+    for name in files:
+        if images.is_dir():
+            path = images / name
+            raw = path.read_bytes() if path.is_file() else None
+        else:
+            with zipfile.ZipFile(archive) as zf:
+                members = [m for m in zf.namelist() if pathlib.PurePosixPath(m).name == name and "__MACOSX" not in m]
+                raw = zf.read(members[0]) if members else None
+        if raw is None:
+            raise data.DataError(f"{name} is not in {folder / CLASS}; this copy of the data lacks it")
+        image, reason = data.check_image(raw)
+        if image is None:
+            raise data.DataError(f"{folder / CLASS / name}: cannot be read ({reason})")
+        out.append(image)
+    return np.stack(out)[..., None]  # [N, 128, 128, 1]

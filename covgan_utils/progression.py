@@ -18,7 +18,6 @@ import time
 import numpy as np
 
 from covgan_utils import autoencoder as autoencoder_lib
-from covgan_utils import data as data_lib
 from covgan_utils import encoder as encoder_lib
 from covgan_utils import followup, paths, project, sample, scores, train
 from covgan_utils import images as images_lib
@@ -71,8 +70,7 @@ def _summary(per_image):
 
 
 def _patient_scans(data_dir, point):
-    folder = data_lib.find_data_dir(data_dir) / followup.CLASS
-    return project.read_images([folder / name for name in point["files"]])
+    return followup.read_scans(point["files"], data_dir)
 
 
 def followup_rows(generator, data_dir=None, num_steps=300, starts=4, seed=0):

@@ -16,7 +16,6 @@ import math
 import pathlib
 import time
 
-import keras
 import numpy as np
 from keras import ops
 

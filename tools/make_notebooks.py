@@ -79,6 +79,36 @@ NOTEBOOKS = {
             "out = pathlib.Path('interpolation.gif')\nsample.save_strip(sample.interpolate(generator, 1, 2, steps=12, mode='slerp', label=covid), out)\nImage(filename=str(out))",
         ],
     ),
+    "05_progression.ipynb": (
+        "Progression between real scans",
+        "Projects real CT slices into the generator (GAN inversion), walks between two real scans of one patient, "
+        "walks a non-COVID scan along the disease direction with the COVID classifier watching, and shows the "
+        "follow-up table of `docs/PROGRESSION.md`. Research use only; not a diagnostic tool.",
+        [
+            "from covgan_utils import direction, followup, project, sample, train\nimport matplotlib.pyplot as plt\nimport numpy as np\n"
+            "from IPython.display import Markdown, display\n"
+            "STEPS, STARTS = (10, 1) if SMOKE else (300, 4)  # optimisation steps and seeded starts per projection",
+            "run_dir = None  # None: the released model; or a run folder under models/\ngenerator, cfg = sample.load_generator(run_dir), sample.model_config(run_dir)\n"
+            "train_images, val = train.training_images(cfg)  # validation scans: patients the generator never saw",
+            "targets = val[:6]\nresult = project.project(generator, targets, num_steps=STEPS, starts=STARTS, progress=True)\n"
+            "scores = project.reconstruction_scores(result['images'], targets)\nprint(result['space'], 'PSNR', scores['psnr'].round(1), 'MS-SSIM', scores['ms_ssim'].round(3))\n"
+            "plt.figure(figsize=(12, 4.5))\nplt.imshow(sample.make_grid(np.concatenate([targets, result['images']]), cols=6), cmap='gray')\n"
+            "plt.title('validation scans (top) and their projections (bottom)')\nplt.axis('off');",
+            "patient = followup.followups()[0]  # a patient with three or more dated scans\n"
+            "first, last = followup.read_scans([patient['points'][k]['files'][0] for k in (0, -1)])\n"
+            "walk = project.progression(generator, first, last, steps=8, num_steps=STEPS, starts=STARTS)\n"
+            "plt.figure(figsize=(16, 2.5))\nplt.imshow(sample.make_grid(np.concatenate([walk['inputs'][:1], walk['frames'], walk['inputs'][1:]]), cols=10), cmap='gray')\n"
+            "plt.title(f\"{patient['patient']}: real day {patient['points'][0]['day']:g}, the projected path, real day {patient['points'][-1]['day']:g}\")\nplt.axis('off');",
+            "_, covid_direction = direction.load_or_fit(run_dir)  # fitted once on projected train scans, cached beside the model\n"
+            "_, _, val_both, labels = train.training_split(cfg.replace(classes=('CT_COVID', 'CT_NonCOVID')))\n"
+            "scan = val_both[np.flatnonzero(labels == 1)[0]]  # an unseen non-COVID scan\n"
+            "edit = direction.edit(generator, scan, covid_direction, np.linspace(0.0, 6.0, 7), num_steps=STEPS, starts=STARTS)\n"
+            "p = direction.covid_probability(edit['frames'])\nprint('P(COVID) along the walk:', p.round(2), 'monotonic:', direction.rises_monotonically(p))\n"
+            "plt.figure(figsize=(14, 2.5))\nplt.imshow(sample.make_grid(np.concatenate([scan[None], edit['frames']]), cols=8), cmap='gray')\nplt.axis('off');",
+            "# The follow-up table, written by `python -m covgan_utils progression report` (minutes on a CPU)\n"
+            "text = (train.paths.PROJECT_ROOT / 'docs' / 'PROGRESSION.md').read_text()\ndisplay(Markdown(text[text.index('## Walking'):]))",
+        ],
+    ),
 }
 
 
