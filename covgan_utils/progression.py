@@ -53,10 +53,10 @@ def reconstruction_rows(generator, val, train_images, num_steps=300, starts=4, a
     rows.append({"method": f"projection, optimisation ({result['space']}, {starts} starts x {num_steps} steps)", "seconds": seconds,
                  "prior": prior, **_summary(project.reconstruction_scores(result["images"], val, features))})
     if autoencoder_run is not None:
-        _, enc, dec = autoencoder_lib.load_autoencoder(autoencoder_run)
+        ae_config, enc, dec = autoencoder_lib.load_autoencoder(autoencoder_run)
         began = time.time()
         recon = np.asarray(dec(enc(val)))
-        rows.append({"method": f"dense autoencoder ({pathlib.Path(autoencoder_run).name})", "seconds": (time.time() - began) / len(val),
+        rows.append({"method": f"dense autoencoder (`{ae_config.preset}` preset, {ae_config.epochs} epochs)", "seconds": (time.time() - began) / len(val),
                      **_summary(project.reconstruction_scores(recon, val, features))})
     began = time.time()
     nearest = nearest_training_images(val, train_images)
@@ -115,10 +115,10 @@ def _fmt_days(days):
     return ", ".join(f"{d:g}" for d in days)
 
 
-def markdown(recon_rows, follow_rows, n_val, model_name, unparsed):
+def markdown(recon_rows, follow_rows, n_val, model_name, unparsed, command="python -m covgan_utils progression report"):
     """The PROGRESSION.md text for the two tables."""
     lines = ["# Progression between real scans", "",
-             f"Generator: {model_name}. Written by `python -m covgan_utils progression report`; every number below comes from that command.", "",
+             f"Generator: {model_name}. Written by `{command}`; every number below comes from that command.", "",
              f"## Reconstruction of validation scans the generator never saw ({n_val} COVID validation slices)", "",
              "| method | PSNR dB | MS-SSIM | domain feature distance | s / image | latent vs prior |", "|---|---|---|---|---|---|"]
     for r in recon_rows:
@@ -157,7 +157,8 @@ def write_report(run=None, out=None, n_val=16, num_steps=300, starts=4, autoenco
     follow = followup_rows(generator, data_dir, num_steps, starts, seed)
     out = pathlib.Path(out or DOC)
     name = f"run {pathlib.Path(run).name}" if run else "the released model (models/release)"
-    out.write_text(markdown(recon, follow, len(val), name, followup.unparsed(data_dir)))
+    command = "python -m covgan_utils progression report" + (f" --autoencoder {autoencoder_run}" if autoencoder_run else "")
+    out.write_text(markdown(recon, follow, len(val), name, followup.unparsed(data_dir), command))
     return out
 
 
