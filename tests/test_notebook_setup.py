@@ -20,7 +20,7 @@ def test_every_notebook_has_the_shared_setup_cell_and_badge():
     url = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
     assert tool.REPO_URL == url
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
-    assert len(notebooks) == 5
+    assert len(notebooks) == 6
     for path in notebooks:
         cells = json.loads(path.read_text())["cells"]
         setup = next("".join(c["source"]) for c in cells if c["cell_type"] == "code")
