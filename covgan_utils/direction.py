@@ -4,10 +4,11 @@ projected scan along it (`edit`) makes it more or less COVID-like; the encoder's
 (`encoder.load_classifier`, trained on real scans only) checks that its probability rises along the walk.
 
 Works in the latent space of projection (z, or W+ for the style family). For a conditional generator
-the class input itself is the natural direction; interpolating the class embedding is not offered
-here yet, so conditional models also use the fitted boundary (with their class input fixed).
+projected in z (lean and FastGAN-style families) the class input itself is the direction: `class_walk`
+projects a scan with its class and decodes the same latent while the class embedding moves from the
+source class to the target (`images.blended_class`; strength 1 is the target's embedding). A style-based
+generator is projected into W+, after its mapping network has used the class: it keeps the boundary.
 """
-import hashlib
 import pathlib
 
 import numpy as np
@@ -56,21 +57,13 @@ def training_scans(config, n=24, seed=0, data_dir=None):
     return images[pick[0]], images[pick[1]]
 
 
-def weights_digest(generator):
-    """SHA-256 of a generator's weights: a cached direction belongs to exactly these weights."""
-    digest = hashlib.sha256()
-    for w in generator.get_weights():
-        digest.update(np.ascontiguousarray(w, "<f4").tobytes())
-    return digest.hexdigest()
-
-
 def load_or_fit(run=None, n=24, num_steps=150, seed=0, data_dir=None):
     """(generator, COVID direction) of a model; the direction is cached as `direction-covid.npz` beside its
     config (run folder or release) and refitted when the weights it was fitted on have changed."""
     folder = pathlib.Path(run) if run else paths.RELEASE_DIR
     file = folder / FILE
     generator = sample.load_generator(run)
-    digest = weights_digest(generator)
+    digest = encoder_lib.weights_digest(generator)  # a cached direction belongs to exactly these weights
     if file.is_file():
         with np.load(file) as z:
             if str(z["weights_sha256"]) == digest:
@@ -95,6 +88,25 @@ def edit(generator, image, direction, strengths, label=None, **kwargs):
     return {"frames": frames, "strengths": strengths, "projection": result}
 
 
+def class_walk(generator, image, strengths, source, target, **kwargs):
+    """Project one scan with class input `source`, then decode its latent with the class embedding moved
+    towards `target` by each strength (the noise fixed) -> {"frames" [K, 128, 128, 1], "strengths", "projection"}."""
+    result = project.project(generator, np.asarray(image, np.float32)[None], label=source, **kwargs)
+    if result["space"] != "z":
+        raise ValueError("class interpolation walks z-space projections; a style-based generator is projected into W+ (use the boundary)")
+    decode = project.decoder(generator, "z", images_lib.labels_for(generator, 1, source))
+    frames = []
+    for s in strengths:
+        with images_lib.blended_class(generator, source, target, float(s)):
+            frames.append(np.asarray(decode(result["latents"])))  # [1, 128, 128, 1]
+    return {"frames": np.clip(np.concatenate(frames), -1.0, 1.0), "strengths": np.asarray(strengths, np.float32), "projection": result}
+
+
+def walks_class(generator):
+    """Whether `edit` walks the class embedding (a conditional generator projected in z) rather than a boundary."""
+    return images_lib.is_conditional(generator) and project.latent_space(generator) == "z"
+
+
 def covid_probability(images, classifier=None):
     """P(COVID) [N] of the encoder's COVID head."""
     classifier = classifier or encoder_lib.load_classifier()
@@ -110,9 +122,16 @@ def rises_monotonically(values, tolerance=0.02):
 
 def _cli_edit(args):
     image = project.read_images([args.image])[0]  # a bad file answers before any fitting
-    generator, direction = load_or_fit(args.run)
-    strengths = np.linspace(0.0, args.strength, args.steps)
-    result = edit(generator, image, direction, strengths, num_steps=args.project_steps, seed=args.seed, progress=True)
+    generator = sample.load_generator(args.run)
+    if walks_class(generator):
+        config = sample.model_config(args.run)
+        covid, non_covid = sample.class_label(config, "covid"), sample.class_label(config, "non-covid")
+        strengths = np.linspace(0.0, 1.0 if args.strength is None else args.strength, args.steps)
+        result = class_walk(generator, image, strengths, non_covid, covid, num_steps=args.project_steps, seed=args.seed, progress=True)
+    else:
+        generator, direction = load_or_fit(args.run)
+        strengths = np.linspace(0.0, 6.0 if args.strength is None else args.strength, args.steps)
+        result = edit(generator, image, direction, strengths, num_steps=args.project_steps, seed=args.seed, progress=True)
     probs = covid_probability(result["frames"])
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     images_lib.save_strip(np.concatenate([image[None], result["frames"]]), args.out)

@@ -4,8 +4,10 @@ Kept below `train` so that training, sampling and the metrics callback share one
 "the image of seed s": row i of `noise_for_seeds(seeds)` is `np.random.RandomState(seeds[i]).randn(latent_dim)`
 on every backend.
 """
+import contextlib
 import pathlib
 
+import keras
 import numpy as np
 from PIL import Image
 
@@ -38,6 +40,35 @@ def labels_for(generator, n, label=None):
             raise ValueError(f"class {label} asked of an unconditional generator; it has no class input (train with conditional=true)")
         return None
     return np.full((n, 1), 0 if label is None else int(label), np.int32)
+
+
+def _class_embeddings(model):
+    """Every Embedding layer of a model, nested models included (a conditional generator's class embeddings)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Embedding):
+            yield layer
+        elif isinstance(layer, keras.Model):
+            yield from _class_embeddings(layer)
+
+
+@contextlib.contextmanager
+def blended_class(generator, label_a, label_b, t):
+    """Inside the block, class input `label_a` stands for the embedding (1 - t) e_a + t e_b of every class
+    embedding of the generator (t outside [0, 1] extrapolates); the weights are restored on exit. Call the
+    generator eagerly inside it (compiled functions may hold the old values)."""
+    layers = list(_class_embeddings(generator)) if is_conditional(generator) else []
+    if not layers:
+        raise ValueError("class interpolation needs a conditional generator (train with conditional=true)")
+    saved = [np.asarray(layer.embeddings) for layer in layers]
+    try:
+        for layer, table in zip(layers, saved):
+            mixed = table.copy()
+            mixed[label_a] = (1.0 - t) * table[label_a] + t * table[label_b]  # [classes, dim]
+            layer.embeddings.assign(mixed)
+        yield generator
+    finally:
+        for layer, table in zip(layers, saved):
+            layer.embeddings.assign(table)
 
 
 def generate_from_noise(generator, z, batch_size=64, label=None, truncation=1.0):

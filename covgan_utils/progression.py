@@ -19,7 +19,7 @@ import numpy as np
 
 from covgan_utils import autoencoder as autoencoder_lib
 from covgan_utils import encoder as encoder_lib
-from covgan_utils import followup, paths, project, sample, scores, train
+from covgan_utils import followup, inversion, paths, project, sample, scores, train
 from covgan_utils import images as images_lib
 
 DOC = paths.PROJECT_ROOT / "docs" / "PROGRESSION.md"
@@ -41,17 +41,17 @@ def nearest_training_images(targets, train_images):
     return train_images[d.argmin(axis=1)]
 
 
-def reconstruction_rows(generator, val, train_images, num_steps=300, starts=4, autoencoder_run=None, seed=0):
-    """Rows of the reconstruction table on validation scans `val`: the projection, the autoencoder (when a
-    run is given) and the nearest training image -> list of dicts."""
+def reconstruction_rows(generator, val, train_images, num_steps=300, starts=4, autoencoder_run=None, seed=0, inverter=None, label=None):
+    """Rows of the reconstruction table on validation scans `val`: the projection by optimisation, by a
+    trained encoder and by the encoder then optimisation (when `inverter` is given), the autoencoder (when a
+    run is given) and the nearest training image -> (list of dicts, the optimisation's projection)."""
     features = encoder_lib.load_encoder()
     rows = []
     began = time.time()
-    result = project.project(generator, val, num_steps=num_steps, starts=starts, seed=seed, progress=True)
-    seconds = (time.time() - began) / len(val)
-    prior = project.latent_prior_report(result["latents"], result["space"], generator)
-    rows.append({"method": f"projection, optimisation ({result['space']}, {starts} starts x {num_steps} steps)", "seconds": seconds,
-                 "prior": prior, **_summary(project.reconstruction_scores(result["images"], val, features))})
+    result = project.project(generator, val, num_steps=num_steps, starts=starts, seed=seed, label=label, progress=True)
+    rows.append(_projection_row(f"projection, optimisation ({result['space']}, {starts} starts x {num_steps} steps)", result, began, generator, val, features))
+    if inverter is not None:
+        rows += _encoder_rows(generator, inverter, val, num_steps, seed, label, features)
     if autoencoder_run is not None:
         ae_config, enc, dec = autoencoder_lib.load_autoencoder(autoencoder_run)
         began = time.time()
@@ -65,6 +65,26 @@ def reconstruction_rows(generator, val, train_images, num_steps=300, starts=4, a
     return rows, result
 
 
+def _projection_row(method, result, began, generator, val, features):
+    prior = project.latent_prior_report(result["latents"], result["space"], generator)
+    return {"method": method, "seconds": (time.time() - began) / len(val), "prior": prior,
+            **_summary(project.reconstruction_scores(result["images"], val, features))}
+
+
+def _encoder_rows(generator, inverter, val, num_steps, seed, label, features):
+    """(b) the trained encoder alone, (c) its latents as the start of one optimisation run."""
+    began = time.time()
+    latents = inversion.encode(inverter, val)
+    decode = project.decoder(generator, inverter["space"], images_lib.labels_for(generator, len(val), label))
+    encoded = {"latents": latents, "images": np.clip(np.asarray(decode(latents)), -1.0, 1.0), "space": inverter["space"]}
+    trained = f"{inverter['epochs']} epochs on {inverter['n_images']} training scans, {inverter['seconds'] / 60:.0f} min"
+    rows = [_projection_row(f"trained encoder ({trained})", encoded, began, generator, val, features)]
+    began = time.time()
+    refined = project.project(generator, val, num_steps=num_steps, starts=1, seed=seed, label=label, init=inversion.encode(inverter, val), progress=True)
+    rows.append(_projection_row(f"trained encoder, then optimisation (1 start x {num_steps} steps)", refined, began, generator, val, features))
+    return rows
+
+
 def _summary(per_image):
     return {k: (float(np.mean(v)), float(np.std(v))) for k, v in per_image.items()}
 
@@ -73,7 +93,7 @@ def _patient_scans(data_dir, point):
     return followup.read_scans(point["files"], data_dir)
 
 
-def followup_rows(generator, data_dir=None, num_steps=300, starts=4, seed=0):
+def followup_rows(generator, data_dir=None, num_steps=300, starts=4, seed=0, label=None):
     """One row per (patient, intermediate time point): MS-SSIM and feature distance of the path point and
     of each baseline to the real intermediate slices."""
     features = encoder_lib.load_encoder()
@@ -83,15 +103,15 @@ def followup_rows(generator, data_dir=None, num_steps=300, starts=4, seed=0):
     for p in patients:
         points, slices = p["points"], scans[p["patient"]]
         first, last = slices[0][:1], slices[-1][:1]  # the first slice of each end (file-name order)
-        ends = project.project(generator, np.concatenate([first, last]), num_steps=num_steps, starts=starts, seed=seed)
+        ends = project.project(generator, np.concatenate([first, last]), num_steps=num_steps, starts=starts, seed=seed, label=label)
         others = np.concatenate([s[-1][:1] for q, s in scans.items() if q != p["patient"]])  # one scan of every other patient
         for k in range(1, len(points) - 1):
             f = followup.fraction(points[0]["day"], points[k]["day"], points[-1]["day"])
             real = slices[k]
             latent = (1.0 - f) * ends["latents"][0] + f * ends["latents"][1]  # the path's point at the intermediate day
-            decode = project.decoder(generator, ends["space"], images_lib.labels_for(generator, 1))
+            decode = project.decoder(generator, ends["space"], images_lib.labels_for(generator, 1, label))
             path_point = np.clip(np.asarray(decode(latent[None])), -1, 1)  # [1, 128, 128, 1]
-            ceiling = project.project(generator, real[:1], num_steps=num_steps, starts=starts, seed=seed)["images"]
+            ceiling = project.project(generator, real[:1], num_steps=num_steps, starts=starts, seed=seed, label=label)["images"]
             candidates = {
                 "path point": path_point,
                 "nearer real endpoint": first if f <= 0.5 else last,
@@ -146,15 +166,26 @@ def markdown(recon_rows, follow_rows, n_val, model_name, unparsed, command="pyth
     return "\n".join(lines) + "\n"
 
 
-def write_report(run=None, out=None, n_val=16, num_steps=300, starts=4, autoencoder_run=None, data_dir=None, seed=0):
+def covid_scans(config, data_dir=None):
+    """(COVID training scans, COVID validation scans, COVID class index or None) of a model's config: a
+    conditional model trains on both classes, and its COVID samples are compared with COVID scans."""
+    train_images, train_labels, val, val_labels = train.training_split(config, data_dir)
+    covid = list(config.classes).index("CT_COVID")
+    return train_images[train_labels == covid], val[val_labels == covid], (covid if config.conditional else None)
+
+
+def write_report(run=None, out=None, n_val=16, num_steps=300, starts=4, autoencoder_run=None, data_dir=None, seed=0, encoder_epochs=20):
     """Project validation scans and the follow-up patients with the generator of `run` (None: the release);
-    write the markdown report to `out` (default docs/PROGRESSION.md). Returns the path."""
+    write the markdown report to `out` (default docs/PROGRESSION.md). Returns the path.
+
+    The trained encoder of rows (b) and (c) comes from `inversion.load_or_train` (cached beside the model);
+    `encoder_epochs=0` leaves those rows out."""
     generator = sample.load_generator(run)
-    cfg = sample.model_config(run)
-    train_images, val = train.training_images(cfg, data_dir)
+    train_images, val, label = covid_scans(sample.model_config(run), data_dir)
     val = val[np.random.RandomState(seed).permutation(len(val))[:n_val]]
-    recon, _ = reconstruction_rows(generator, val, train_images, num_steps, starts, autoencoder_run, seed)
-    follow = followup_rows(generator, data_dir, num_steps, starts, seed)
+    inverter = inversion.load_or_train(run, generator, encoder_epochs, seed, data_dir)[1] if encoder_epochs else None
+    recon, _ = reconstruction_rows(generator, val, train_images, num_steps, starts, autoencoder_run, seed, inverter, label)
+    follow = followup_rows(generator, data_dir, num_steps, starts, seed, label)
     out = pathlib.Path(out or DOC)
     name = f"run {pathlib.Path(run).name}" if run else "the released model (models/release)"
     command = "python -m covgan_utils progression report" + (f" --autoencoder {autoencoder_run}" if autoencoder_run else "")
@@ -163,4 +194,4 @@ def write_report(run=None, out=None, n_val=16, num_steps=300, starts=4, autoenco
 
 
 def _cli_report(args):
-    print(write_report(args.run, args.out, args.n_val, args.steps, args.starts, args.autoencoder, args.data, args.seed))
+    print(write_report(args.run, args.out, args.n_val, args.steps, args.starts, args.autoencoder, args.data, args.seed, args.encoder_epochs))

@@ -42,7 +42,8 @@ def decoder(generator, space, labels=None):
         return lambda w: synthesis(w, training=False)
     if space != "z":
         raise ValueError(f"unknown latent space {space!r}; choose 'z' or 'w+'")
-    return lambda z: generator(steps.with_label(z, None if labels is None else ops.convert_to_tensor(labels)), training=False)
+    label_tensor = None if labels is None else ops.convert_to_tensor(labels)  # [N, 1]
+    return lambda z: generator(steps.with_label(ops.convert_to_tensor(z), label_tensor), training=False)
 
 
 def _gauss_kernel(size=7, sigma=1.5):
@@ -129,11 +130,12 @@ def initial_latents(generator, space, n, start, seed, labels=None):
     return np.repeat(w[:, None, :], stylegan.num_ws(generator), axis=1).astype(np.float32)  # [n, num_ws, w_dim]
 
 
-def project(generator, targets, num_steps=300, starts=4, seed=0, lr=0.05, noise=0.05, label=None, features="domain", weights=None, progress=False):
+def project(generator, targets, num_steps=300, starts=4, seed=0, lr=0.05, noise=0.05, label=None, features="domain", weights=None, progress=False, init=None):
     """Project real images [N, 128, 128, 1] in [-1, 1] -> {"latents", "images", "loss", "space", "seconds"}.
 
     `starts` seeded starts each run a first leg of num_steps // 5 steps; every image continues from its
-    best. `features="domain"` adds the domain-encoder feature distance (None: pixels and MS-SSIM only).
+    best. `init`: latents [N, ...] to use as the first start (an encoder's guess, `inversion.encode`).
+    `features="domain"` adds the domain-encoder feature distance (None: pixels and MS-SSIM only).
     `label`: class index for conditional generators. Deterministic for a given seed."""
     targets = np.asarray(targets, np.float32)
     if targets.ndim != 4 or targets.shape[1:] != (128, 128, 1):
@@ -149,7 +151,10 @@ def project(generator, targets, num_steps=300, starts=4, seed=0, lr=0.05, noise=
     evaluate = lambda x: loss_of(x, targets)  # noqa: E731
     rng = np.random.RandomState(seed)
     first_leg = max(1, num_steps // 5)
-    runs = [_optimise(grad, initial_latents(generator, space, n, s, seed, labels), 0, first_leg, num_steps, lr, noise, rng, progress and s == 0) for s in range(starts)]
+    begins = [initial_latents(generator, space, n, s, seed, labels) for s in range(starts)]
+    if init is not None:
+        begins[0] = _checked_init(init, begins[0].shape)
+    runs = [_optimise(grad, begin, 0, first_leg, num_steps, lr, noise, rng, progress and s == 0) for s, begin in enumerate(begins)]
     losses = np.stack([evaluate(latent) for latent, _ in runs])  # [starts, N]
     best = losses.argmin(axis=0)  # [N]
     latents = np.stack([runs[best[i]][0][i] for i in range(n)])
@@ -157,6 +162,13 @@ def project(generator, targets, num_steps=300, starts=4, seed=0, lr=0.05, noise=
     latents, _ = _optimise(grad, latents, first_leg, num_steps, num_steps, lr, noise, rng, progress, optimiser)
     decoded = np.clip(np.asarray(decoder(generator, space, labels)(latents)), -1.0, 1.0)
     return {"latents": latents, "images": decoded, "loss": evaluate(latents), "space": space, "seconds": time.time() - began, "starts_chosen": best}
+
+
+def _checked_init(init, shape):
+    init = np.asarray(init, np.float32)
+    if init.shape != shape:
+        raise ValueError(f"initial latents have shape {init.shape}, this generator and batch need {shape}")
+    return init
 
 
 def _optimise(grad, latents, begin, end, total, lr, noise, rng, progress, optimiser=None):
@@ -224,19 +236,33 @@ def read_images(files):
     return np.stack(out)[..., None]  # [N, 128, 128, 1]
 
 
-def project_files(generator, files, out_dir, **kwargs):
-    """Project scan files: writes `out_dir/<stem>.png` (each reconstruction) and `out_dir/latents.npz`
-    (latents by file stem, the latent space, the loss per image); returns the projection dict."""
-    files = [pathlib.Path(f) for f in files]
-    stems = [f.stem for f in files]
+def file_stems(files):
+    """Output names of input scans: their file name stems, which must differ (one-line ValueError otherwise)."""
+    stems = [pathlib.Path(f).stem for f in files]
     if len(set(stems)) != len(stems):
         raise ValueError(f"two inputs share a file name stem ({', '.join(sorted({s for s in stems if stems.count(s) > 1}))}): their outputs would overwrite each other; rename one")
-    result = project(generator, read_images(files), **kwargs)
+    return stems
+
+
+def write_projection(result, stems, out_dir):
+    """Write `out_dir/<stem>.png` (each reconstruction) and `out_dir/latents.npz` (latents by file stem,
+    the latent space, the loss per image when known)."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stem, image in zip(stems, result["images"]):
         images_lib.save_png(image, out_dir / f"{stem}.png")
-    np.savez(out_dir / "latents.npz", stems=np.array(stems), latents=result["latents"], space=np.array(result["space"]), loss=result["loss"])
+    loss = result.get("loss")
+    np.savez(out_dir / "latents.npz", stems=np.array(stems), latents=result["latents"], space=np.array(result["space"]),
+             loss=np.full(len(stems), np.nan, np.float32) if loss is None else loss)
+    return out_dir
+
+
+def project_files(generator, files, out_dir, **kwargs):
+    """Project scan files by optimisation: writes `out_dir/<stem>.png` and `out_dir/latents.npz`
+    (`write_projection`); returns the projection dict."""
+    stems = file_stems(files)
+    result = project(generator, read_images(files), **kwargs)
+    write_projection(result, stems, out_dir)
     return result
 
 
@@ -274,13 +300,6 @@ def save_progression(result, out):
     else:
         images_lib.save_strip(np.concatenate([inputs[:1], frames, inputs[1:]]), out)
     return out
-
-
-def _cli_project(args):
-    generator = sample_lib.load_generator(args.run, args.checkpoint)
-    label = sample_lib.class_label(sample_lib.model_config(args.run), args.cls) if args.cls else None
-    result = project_files(generator, args.image, args.out, num_steps=args.steps, starts=args.starts, seed=args.seed, label=label, progress=True)
-    print(f"wrote {len(args.image)} reconstructions and latents.npz ({result['space']}) to {args.out}")
 
 
 def _cli_progress(args):

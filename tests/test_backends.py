@@ -30,7 +30,7 @@ LAYERS = (
     ("release",),
     ("sample",),
     ("plots", "metrics", "project"),
-    ("calibration", "ablation", "autoencoder", "gpu_job"),
+    ("calibration", "ablation", "autoencoder", "gpu_job", "inversion"),
     ("direction", "progression"),
     ("widget",),
     ("cli",),

@@ -1,0 +1,109 @@
+"""The trained inversion encoder (f-AnoGAN izi_f), encoder-then-optimisation, and class-embedding walks."""
+import numpy as np
+import pytest
+
+from covgan_utils import config, direction, encoder, images, inversion, models, project, release, scores
+
+
+@pytest.fixture(scope="module")
+def lean():
+    return models.generator_for(config.get_preset("smoke"))
+
+
+@pytest.fixture(scope="module")
+def lean_cond():
+    return models.generator_for(config.get_preset("smoke", conditional=True, classes=("CT_COVID", "CT_NonCOVID")))
+
+
+def _own_images(generator, n=32, label=None):
+    return images.generate(generator, range(100, 100 + n), label=label)  # [n, 128, 128, 1]
+
+
+@pytest.fixture(scope="module")
+def trained(lean):
+    return inversion.train_encoder(lean, _own_images(lean), epochs=6, batch_size=16, lr=2e-3, features=None, verbose=0)
+
+
+def test_encoder_learns_to_invert_the_generators_own_images(lean, trained):
+    losses = trained["history"]["recon_loss"]
+    assert trained["space"] == "z" and len(losses) == 6 and losses[-1] < losses[0], losses
+    latents = inversion.encode(trained, _own_images(lean, 5))
+    assert latents.shape == (5, 100) and np.isfinite(latents).all()
+    assert lean.trainable  # the generator is frozen only while the encoder trains
+
+
+def test_saved_encoder_loads_for_the_same_weights_only(tmp_path, lean, trained):
+    scans = _own_images(lean, 3)
+    digest = encoder.weights_digest(lean)
+    inversion.save(trained, tmp_path / inversion.FILE, digest)
+    loaded = inversion.load(tmp_path / inversion.FILE, digest)
+    np.testing.assert_allclose(inversion.encode(loaded, scans[:3]), inversion.encode(trained, scans[:3]), atol=0.05)  # float16 weights
+    assert inversion.load(tmp_path / inversion.FILE, "another generator") is None
+    assert inversion.load(tmp_path / "missing.npz") is None
+
+
+def test_encoder_then_optimisation_starts_from_the_encoders_guess(lean):
+    g = release.load_release()
+    scans = images.generate(g, [21, 22, 23])
+    untrained = {"encoder": inversion.build_encoder((100,)), "offset": np.zeros(100, np.float32), "space": "z"}  # a poor first guess
+    guess = inversion.project_with("encoder", g, scans, untrained)
+    refined = inversion.project_with("encoder+optimise", g, scans, untrained, num_steps=40, starts=3, features=None)
+    np.testing.assert_allclose(guess["latents"], inversion.encode(untrained, scans), atol=1e-6)
+    assert refined["starts_chosen"].tolist() == [0, 0, 0]  # one start: the encoder's latents
+    before, after = scores.ms_ssim_paired(guess["images"], scans), scores.ms_ssim_paired(refined["images"], scans)
+    assert (after > before + 0.05).all(), (before, after)
+    with pytest.raises(ValueError, match="initial latents have shape"):
+        project.project(lean, scans, num_steps=5, starts=1, init=np.zeros((2, 100)), features=None)
+    with pytest.raises(ValueError, match="unknown projection method 'nearest'"):
+        inversion.project_with("nearest", g, scans, untrained)
+
+
+def test_style_encoders_answer_in_w_plus_around_the_average_w():
+    g = models.generator_for(config.get_preset("smoke-style"))
+    shape = inversion.latent_shape(g)
+    assert shape == (17, 16)
+    trained = inversion.train_encoder(g, _own_images(g, 16), epochs=1, batch_size=16, features=None, verbose=0)
+    assert trained["space"] == "w+" and trained["offset"].shape == shape
+    assert inversion.encode(trained, _own_images(g, 2)).shape == (2,) + shape
+
+
+def test_conditional_encoders_need_the_class_of_each_training_scan(lean_cond):
+    scans = _own_images(lean_cond, 16, label=1)
+    with pytest.raises(ValueError, match="class label of every training image"):
+        inversion.train_encoder(lean_cond, scans, epochs=1, batch_size=16, features=None, verbose=0)
+    trained = inversion.train_encoder(lean_cond, scans, labels=np.ones(16, np.int32), epochs=1, batch_size=16, features=None, verbose=0)
+    assert inversion.encode(trained, scans[:2]).shape == (2, 100)
+    with pytest.raises(ValueError, match="at least batch_size=32"):
+        inversion.train_encoder(lean_cond, scans, labels=np.ones(16, np.int32), verbose=0)
+
+
+def test_blending_the_class_embedding_moves_one_class_to_the_other(lean_cond):
+    z = images.noise_for_seeds([1, 2])
+    as_covid, as_other = images.generate_from_noise(lean_cond, z, label=0), images.generate_from_noise(lean_cond, z, label=1)
+    with images.blended_class(lean_cond, 1, 0, 0.0):
+        np.testing.assert_allclose(images.generate_from_noise(lean_cond, z, label=1), as_other, atol=1e-5)
+    with images.blended_class(lean_cond, 1, 0, 1.0):
+        np.testing.assert_allclose(images.generate_from_noise(lean_cond, z, label=1), as_covid, atol=1e-5)
+    with images.blended_class(lean_cond, 1, 0, 0.5):
+        half = images.generate_from_noise(lean_cond, z, label=1)
+    assert np.abs(half - as_other).max() > 1e-4 and np.abs(half - as_covid).max() > 1e-4
+    np.testing.assert_array_equal(images.generate_from_noise(lean_cond, z, label=1), as_other)  # weights restored
+
+
+def test_class_walk_starts_at_the_projection_and_ends_at_the_target_class(lean_cond):
+    scan = _own_images(lean_cond, 1, label=1)[0]
+    assert direction.walks_class(lean_cond)
+    walk = direction.class_walk(lean_cond, scan, [0.0, 0.5, 1.0], source=1, target=0, num_steps=10, starts=1, features=None)
+    assert walk["frames"].shape == (3, 128, 128, 1)
+    np.testing.assert_allclose(walk["frames"][0], walk["projection"]["images"][0], atol=1e-5)
+    as_target = np.clip(images.generate_from_noise(lean_cond, walk["projection"]["latents"], label=0), -1, 1)
+    np.testing.assert_allclose(walk["frames"][-1], as_target[0], atol=1e-5)
+
+
+def test_unconditional_and_style_generators_keep_the_boundary(lean):
+    assert not direction.walks_class(lean)
+    with pytest.raises(ValueError, match="needs a conditional generator"):
+        with images.blended_class(lean, 1, 0, 0.5):
+            pass
+    style_cond = models.generator_for(config.get_preset("smoke-style", conditional=True, classes=("CT_COVID", "CT_NonCOVID")))
+    assert not direction.walks_class(style_cond)
