@@ -135,7 +135,7 @@ def _class_and_truncation(p):
 
 
 def _projection_commands(subparsers):
-    p = _command(subparsers, "project", "project:_cli_project", "project real scans into the generator: DIR/<stem>.png reconstructions + DIR/latents.npz")
+    p = _command(subparsers, "project", "inversion:_cli_project", "project real scans into the generator: DIR/<stem>.png reconstructions + DIR/latents.npz")
     p.add_argument("--image", nargs="+", required=True, metavar="FILE", help="PNG/JPEG scans")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--run", help="run folder (default: the released model)")
@@ -144,10 +144,13 @@ def _projection_commands(subparsers):
     p.add_argument("--starts", type=positive_int, default=4, help="seeded starts; each image keeps its best (default 4)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--class", dest="cls", choices=("covid", "non-covid"), help="class input of a conditional model")
+    p.add_argument("--method", choices=("optimise", "encoder", "encoder+optimise"), default="optimise",
+                   help="optimisation from seeded starts (default), the trained inversion encoder (trained and cached beside the model on first use), or the encoder's guess then optimisation")
     p = _command(subparsers, "edit", "direction:_cli_edit", "walk a projected scan along the disease direction: a strip from the input to strength S", check=_strip_suffix)
     p.add_argument("--image", required=True, metavar="FILE", help="PNG/JPEG scan")
     p.add_argument("--direction", choices=("covid",), default="covid", help="the direction (fitted on projected train scans, cached beside the model)")
-    p.add_argument("--strength", type=float, default=6.0, help="distance along the unit direction at the last frame (negative: away from COVID)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="last frame's strength: distance along the unit boundary normal (default 6; negative: away from COVID), or for a conditional model the class-embedding mix from non-COVID (0) to COVID (1, the default)")
     p.add_argument("--steps", type=_whole(2), default=7, help="frames from strength 0 to S")
     p.add_argument("--out", required=True, help="output .png strip (the input first) or .gif")
     p.add_argument("--run", help="run folder (default: the released model)")
@@ -228,6 +231,7 @@ def _progression_commands(subparsers):
     p.add_argument("--steps", type=_whole(5), default=300, help="optimisation steps per projection")
     p.add_argument("--starts", type=positive_int, default=4, help="seeded starts per projection")
     p.add_argument("--autoencoder", help="an autoencoder run folder for the reconstruction baseline")
+    p.add_argument("--encoder-epochs", type=_whole(0), default=20, help="epochs of the trained inversion encoder if none is cached beside the model (0: leave its rows out)")
     p.add_argument("--data", help="data folder")
     p.add_argument("--seed", type=seed_int, default=0)
 
@@ -278,6 +282,14 @@ def _widget_commands(subparsers):
     p.add_argument("--out", default=None, help="output folder (default exports/latent_widget/)")
     p.add_argument("--n-generated", type=positive_int, default=256)
     p.add_argument("--cdn-fallback", action="store_true", help="load tfjs/three from a CDN when widget/node_modules is missing")
+    p.add_argument("--project", type=_whole(0), default=0, metavar="N", help="project N validation scans into the generator and map the reconstructions (default 0)")
+    p.add_argument("--progression", action="append", nargs=2, metavar=("A", "B"),
+                   help="map the walk between two projected scans (a scan file, or a real scan's index or file name); repeatable")
+    p.add_argument("--generator", default="release", help='GAN for --project/--progression: "release" (default), a run folder or number')
+    p.add_argument("--project-steps", type=_whole(5), default=300, help="optimisation steps per projection (default 300)")
+    p.add_argument("--project-starts", type=positive_int, default=4, help="seeded starts per projection (default 4)")
+    p.add_argument("--path-steps", type=_whole(2), default=8, help="frames on each progression, ends included (default 8)")
+    p.add_argument("--mode", choices=("linear", "slerp"), default="linear", help="path between the two latents of a progression")
     p = _command(sub, "serve", "widget:_cmd_serve", "serve the exported widget on 127.0.0.1")
     p.add_argument("--port", type=port_int, default=8000)
     p.add_argument("--dir", default=None, help="widget folder (default exports/latent_widget/)")

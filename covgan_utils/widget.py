@@ -6,6 +6,10 @@
     model/                              model.json + weight shards (TF.js graph model of the decoder)
     points.json, thumbs.png             latent coordinates of real and generated scans, 32x32 thumbnail sprite
 
+With `project=N` and/or `progression=[(a, b), ...]` the export also projects scans into a GAN generator
+(`covgan_utils.project`): N validation scans' reconstructions, and the walk between two projected scans,
+are encoded by the autoencoder and drawn on the map ("projected" and "progressions" in points.json, version 2).
+
 The decoder goes Keras 3 -> SavedModel (`model.export`) -> `tensorflowjs_converter` (graph model), run as a
 subprocess from its own virtual environment (.venv-tfjs/, made by `make install-widget`): the converter
 needs protobuf 6.31.1, which TensorFlow 2.19 in the main environment does not accept (see docs/WIDGET.md).
@@ -126,22 +130,35 @@ def _round(z):
 
 # ---------------------------------------------------------------- export
 
-def export_widget(autoencoder_run=None, gan="latest", out_dir=None, n_generated=256, cdn_fallback=False, verbose=1):
+def export_widget(autoencoder_run=None, gan="latest", out_dir=None, n_generated=256, cdn_fallback=False, verbose=1,
+                  project=0, progression=None, generator=None, project_steps=300, project_starts=4, path_steps=8,
+                  mode="linear", project_features="domain", seed=0):
     """Export the widget for an autoencoder run; returns the output folder.
 
     `gan`: generated images as an array [N, 128, 128, 1] in [-1, 1], a GAN run folder/number, "latest"
     (newest GAN run, skipped with a note when none exists), "release", or None for no generated overlay.
+
+    Projection overlays (points.json version 2; without them the export is version 1, as before):
+    `project=N` projects N validation scans (evenly spaced over the split; all of them when there are
+    fewer) into `generator` and maps the reconstructions; `progression` is one pair (a, b) or a list of
+    pairs, each a scan file, a real scan's index in points.json or its file name: both are projected,
+    `path_steps` latents are walked between them (`mode` "linear" or "slerp") and every decoded frame
+    is mapped. `generator`: a Keras generator, a GAN run folder/number, or None / "release" (the
+    released model). `project_steps`, `project_starts`, `project_features` and `seed` go to
+    `project.project` (num_steps, starts, features, seed).
     """
     import cv2
 
+    pairs = _check_projection_options(project, progression, project_steps, project_starts, path_steps, mode)
     run_dir = ae.resolve_autoencoder_run(autoencoder_run)
     config, encoder, decoder = ae.load_autoencoder(run_dir)
     if config.latent_dim != 2:
         raise ValueError(f"the widget draws a 2-D latent map; run {run_dir.name} has a {config.latent_dim}-D latent space")
+    real, split = ae.load_real_images(config)
+    scans = [[_scan_input(spec, real) for spec in pair] for pair in pairs]  # bad inputs fail before any work
     out_dir = pathlib.Path(out_dir) if out_dir else DEFAULT_OUT
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    real, split = ae.load_real_images(config)
     real_z = encoder.predict(real.images, batch_size=128, verbose=0)
     fake = ae.generated_images(gan, n_generated)
     if fake is None:
@@ -150,13 +167,19 @@ def export_widget(autoencoder_run=None, gan="latest", out_dir=None, n_generated=
             print("note: no GAN run found, the widget shows real scans only")
     fake_z = encoder.predict(fake, batch_size=128, verbose=0) if len(fake) else np.zeros((0, 2), np.float32)
     gan_name = "" if gan is None or isinstance(gan, np.ndarray) or not len(fake) else str(gan)
+    overlay = None
+    if project or scans:
+        options = {"num_steps": project_steps, "starts": project_starts, "features": project_features, "seed": seed, "progress": verbose > 0}
+        overlay = _projection_overlay(generator, encoder, real, split, project, scans, path_steps, mode, options,
+                                      thumb_offset=len(real_z) + len(fake_z), verbose=verbose)
     np.savez(run_dir / ae.LATENTS_FILE, real_z=real_z, real_files=real.files, real_classes=real.classes,
              real_patients=real.patients, real_split=split, generated_z=fake_z, gan_run=np.array(gan_name))
 
     _, _, portable = ae.build_autoencoder(config)  # same weights, graph the TF.js CPU backend can run
     portable.set_weights(decoder.get_weights())
     export_decoder_tfjs(portable, out_dir / "model")
-    cv2.imwrite(str(out_dir / "thumbs.png"), _thumbnails(np.concatenate([real.images, fake])))
+    extra_images = overlay["images"] if overlay else []
+    cv2.imwrite(str(out_dir / "thumbs.png"), _thumbnails(np.concatenate([real.images, fake, *extra_images])))
     metrics_file = run_dir / "metrics.json"
     points = {
         "version": 1,
@@ -174,11 +197,140 @@ def export_widget(autoencoder_run=None, gan="latest", out_dir=None, n_generated=
         "autoencoder": {"run": run_dir.name, "widths": list(config.widths), "epochs": config.epochs,
                         "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else None},
     }
+    if overlay:
+        points.update(version=2, bounds=_bounds(real_z, fake_z, *overlay["z"]), **overlay["blocks"])
     (out_dir / "points.json").write_text(json.dumps(points, separators=(",", ":")))
     _write_page(out_dir, cdn_fallback)
     if verbose:
-        print(f"widget: {len(real_z)} real + {len(fake_z)} generated points, decoder of {run_dir.name} -> {out_dir}")
+        extra = f", {len(overlay['blocks'].get('projected', {}).get('z', []))} projected, {len(pairs)} progressions" if overlay else ""
+        print(f"widget: {len(real_z)} real + {len(fake_z)} generated points{extra}, decoder of {run_dir.name} -> {out_dir}")
     return out_dir
+
+
+# ---------------------------------------------------------------- projection overlays
+
+def _check_projection_options(n_project, progression, project_steps, project_starts, path_steps, mode):
+    """Validate the projection options before anything is loaded; returns the progressions as a list of pairs."""
+    if isinstance(n_project, bool) or not isinstance(n_project, (int, np.integer)) or n_project < 0:
+        raise ValueError(f"project must be a whole number >= 0 (how many validation scans to project), got {n_project!r}")
+    if isinstance(path_steps, bool) or not isinstance(path_steps, (int, np.integer)) or path_steps < 2:
+        raise ValueError(f"path_steps must be a whole number >= 2 (frames on a progression, both ends included), got {path_steps!r}")
+    if project_steps < 5 or project_starts < 1:
+        raise ValueError(f"project_steps must be >= 5 and project_starts >= 1, got {project_steps} and {project_starts}")
+    if mode not in ("linear", "slerp"):
+        raise ValueError(f"unknown mode {mode!r}; choose 'linear' or 'slerp'")
+    if progression is None:
+        return []
+    pairs = [progression] if len(progression) == 2 and not any(isinstance(x, (list, tuple)) for x in progression) else list(progression)
+    for pair in pairs:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"a progression is a pair (scan A, scan B), got {pair!r}; pass two scans per progression")
+    return [tuple(pair) for pair in pairs]
+
+
+def _scan_input(spec, real):
+    """A progression end -> (image [128, 128, 1], label, index of the real scan or None).
+
+    `spec`: a scan file, the index of a real scan on the map, or a real scan's file name."""
+    from covgan_utils import project as projection
+
+    text = str(spec)
+    path = pathlib.Path(text).expanduser()
+    if path.is_file():
+        return projection.read_images([path])[0], path.name, None
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool) or text.isdigit():
+        index = int(text)
+        if not 0 <= index < len(real):
+            raise ValueError(f"real scan index {index} is out of range: the map has {len(real)} real scans (0..{len(real) - 1}); pass a valid index or a scan file")
+        return real.images[index], str(real.files[index]), index
+    hits = np.flatnonzero(np.asarray(real.files).astype(str) == text)
+    if len(hits) > 1:
+        raise ValueError(f"{text!r} names {len(hits)} real scans (indices {', '.join(map(str, hits))}); pass one of the indices instead")
+    if len(hits) == 1:
+        return real.images[hits[0]], text, int(hits[0])
+    raise ValueError(f"{text}: no such image file, real scan index or real scan file name; pass a PNG/JPEG scan or a scan on the map")
+
+
+def _load_generator(generator):
+    """A generator argument -> (Keras generator, name for points.json)."""
+    if generator is not None and not isinstance(generator, (str, os.PathLike, int)):
+        return generator, str(getattr(generator, "name", "generator"))
+    from covgan_utils import sample
+
+    if generator in (None, "release"):
+        return sample.load_generator(None), "release"
+    run = ae._resolve_run(str(generator))
+    return sample.load_generator(run), run.name
+
+
+def _validation_picks(split, n):
+    """Indices of n validation scans spread evenly over the split (all of them when there are fewer)."""
+    val = np.flatnonzero(np.asarray(split) == "val")
+    if n >= len(val):
+        return val
+    return val[np.round(np.linspace(0, len(val) - 1, n)).astype(int)]
+
+
+def _project_real(generator, encoder, real, split, n, options, thumb_offset, batch=32):
+    """Project n validation scans -> ("projected" block, reconstructions [n, 128, 128, 1], 2-D points [n, 2])."""
+    from covgan_utils import project as projection
+
+    picks = _validation_picks(split, n)
+    chunks = [projection.project(generator, real.images[picks[i:i + batch]], **options) for i in range(0, len(picks), batch)]
+    images = np.concatenate([c["images"] for c in chunks]) if chunks else np.zeros((0,) + real.images.shape[1:], np.float32)  # [n, 128, 128, 1]
+    loss = np.concatenate([c["loss"] for c in chunks]) if chunks else np.zeros(0, np.float32)  # [n]
+    z = encoder.predict(images, batch_size=128, verbose=0) if len(images) else np.zeros((0, 2), np.float32)  # [n, 2]
+    block = {"z": _round(z), "real": [int(i) for i in picks], "loss": [round(float(v), 5) for v in loss], "thumb_offset": thumb_offset}
+    return block, images, z
+
+
+def _progression(generator, encoder, pair, path_steps, mode, options, thumb_offset):
+    """One progression -> (block, frames + inputs [path_steps + 2, 128, 128, 1], 2-D points [path_steps + 2, 2])."""
+    from covgan_utils import project as projection
+
+    (image_a, label_a, real_a), (image_b, label_b, real_b) = pair
+    result = projection.progression(generator, image_a, image_b, path_steps, mode, **options)
+    images = np.concatenate([result["frames"], result["inputs"]])  # [path_steps + 2, 128, 128, 1]
+    z = encoder.predict(images, batch_size=128, verbose=0)  # [path_steps + 2, 2]
+    block = {
+        "name": f"{label_a} → {label_b}",
+        "inputs": [label_a, label_b],
+        "input_real": [real_a, real_b],
+        "input_z": _round(z[path_steps:]),
+        "input_thumbs": [thumb_offset + path_steps, thumb_offset + path_steps + 1],
+        "z": _round(z[:path_steps]),
+        "thumbs": list(range(thumb_offset, thumb_offset + path_steps)),
+        "mode": mode,
+    }
+    return block, images, z
+
+
+def _projection_overlay(generator, encoder, real, split, n_project, scans, path_steps, mode, options, thumb_offset, verbose=1):
+    """The projection blocks of points.json -> {"blocks", "images" (sprite additions), "z" (for the bounds)}."""
+    generator, name = _load_generator(generator)
+    blocks, images, zs = {}, [], []
+    if n_project:
+        block, recon, z = _project_real(generator, encoder, real, split, n_project, options, thumb_offset)
+        if verbose and len(recon) < n_project:
+            print(f"note: the validation split has {len(recon)} scans, all of them are projected (asked for {n_project})")
+        blocks["projected"] = block
+        images.append(recon)
+        zs.append(z)
+        thumb_offset += len(recon)
+    progressions = []
+    for pair in scans:
+        block, frames, z = _progression(generator, encoder, pair, path_steps, mode, options, thumb_offset)
+        progressions.append(block)
+        images.append(frames)
+        zs.append(z)
+        thumb_offset += len(frames)
+    if scans:
+        blocks["progressions"] = progressions
+    from covgan_utils import project as projection
+
+    blocks["projection"] = {"generator": name, "space": projection.latent_space(generator), "steps": int(options["num_steps"]),
+                            "starts": int(options["starts"]), "features": options["features"], "seed": int(options["seed"])}
+    return {"blocks": blocks, "images": images, "z": zs}
 
 
 # ---------------------------------------------------------------- serving
@@ -281,7 +433,9 @@ def _cmd_train(args):
 
 
 def _cmd_export(args):
-    export_widget(args.autoencoder, gan=_gan_arg(args.gan), out_dir=args.out, n_generated=args.n_generated, cdn_fallback=args.cdn_fallback)
+    export_widget(args.autoencoder, gan=_gan_arg(args.gan), out_dir=args.out, n_generated=args.n_generated, cdn_fallback=args.cdn_fallback,
+                  project=args.project, progression=args.progression, generator=args.generator, project_steps=args.project_steps,
+                  project_starts=args.project_starts, path_steps=args.path_steps, mode=args.mode)
 
 
 def _cmd_serve(args):

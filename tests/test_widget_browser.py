@@ -2,13 +2,14 @@
 import pathlib
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
 from covgan_utils import autoencoder as ae
-from covgan_utils import paths, widget
+from covgan_utils import paths, project, widget
 
-from widget_fixtures import smoke_run, tiny_generator_images
+from widget_fixtures import FAST_PROJECTION, smoke_run, tiny_gan, tiny_generator_images
 
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -61,6 +62,7 @@ def test_widget_decodes_like_keras(exported, browser):
         assert page.evaluate("window.covganWidget.dotCount") == n_encoded
         assert int(page.inner_text("#n-covid")) + int(page.inner_text("#n-noncovid")) == len(latents["real_z"])
         assert int(page.inner_text("#n-generated")) == len(latents["generated_z"]) == 6
+        assert not page.locator("#legend-path").is_visible() and not page.locator("#legend-projected").is_visible()  # version 1: no overlays
 
         x0, x1, y0, y1 = page.evaluate("window.covganWidget.points.bounds")
         for fx, fy in ((0.25, 0.3), (0.5, 0.5), (0.8, 0.7)):
@@ -83,6 +85,77 @@ def test_widget_decodes_like_keras(exported, browser):
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "widget.png"))
         assert (ARTIFACTS / "widget.png").stat().st_size > 10_000
+    finally:
+        page.close()
+        server.shutdown()
+
+
+PATH_RGB = (255, 127, 14)  # PATH_COLOR of widget.js
+
+
+@pytest.fixture(scope="module")
+def exported_paths(exported):
+    """The same autoencoder exported with 3 projected scans and two progressions into an untrained smoke GAN."""
+    run, out = exported
+    scans = sorted((run.parent / "scans" / "CT_COVID").glob("*.png"))
+    generator = tiny_gan()
+    pairs = [(scans[0], scans[5]), (0, "pat13_2.png")]
+    folder = widget.export_widget(run, gan=None, out_dir=out.parent / "latent_widget_paths", verbose=0, project=3,
+                                  progression=pairs, generator=generator, path_steps=5, **FAST_PROJECTION)
+    return folder, generator, scans
+
+
+def test_widget_draws_projections_and_the_chosen_progression(exported_paths, browser):
+    folder, generator, scans = exported_paths
+    server, page, messages = open_widget(browser, folder)
+    try:
+        assert page.evaluate("window.covganWidget.state.error") is None
+        api = "window.covganWidget"
+        points = page.evaluate(f"{api}.points")
+        assert page.evaluate(f"{api}.projectedCount") == 3 and page.inner_text("#n-projected") == "3"
+        assert page.locator("#legend-projected").is_visible()
+        select = page.locator("#progression-select")
+        assert select.is_visible() and select.locator("option").count() == 3  # two progressions and "no path"
+        assert page.evaluate(f"{api}.state.progression") == 0
+
+        # switching the selector redraws the map with the other path; switching back restores it exactly
+        first = page.evaluate(f"{api}.mapHash()")
+        draws = page.evaluate(f"{api}.state.mapDraws")
+        select.select_option("1")
+        page.wait_for_function(f"n => {api}.state.mapDraws > n", arg=draws)
+        assert page.evaluate(f"{api}.state.progression") == 1
+        assert page.evaluate(f"{api}.mapHash()") != first
+        path = points["progressions"][1]
+        assert page.evaluate(f"z => {api}.mapPixel(z)", path["z"][2]) == list(PATH_RGB)  # a step marker of the chosen path
+        select.select_option("-1")
+        assert page.evaluate(f"{api}.state.progression") == -1 and page.evaluate(f"z => {api}.mapPixel(z)", path["z"][2]) != list(PATH_RGB)
+        select.select_option("0")
+        assert page.evaluate(f"{api}.mapHash()") == first
+
+        # hovering a step shows its decoded GAN frame from the sprite
+        path = points["progressions"][0]
+        cx, cy = page.evaluate("z => window.covganWidget.latentToClient(z)", path["z"][2])
+        page.mouse.move(cx, cy)
+        page.wait_for_function(f"{api}.state.hovered && {api}.state.hovered.step !== undefined")
+        assert page.locator("#tooltip").is_visible() and "step" in page.inner_text("#tooltip")
+        step = page.evaluate(f"{api}.state.hovered.step")
+        thumb = page.evaluate(f"{api}.state.hovered.thumb")
+        assert thumb == path["thumbs"][step]
+        sprite = cv2.imread(str(folder / "thumbs.png"), cv2.IMREAD_GRAYSCALE)
+        size, cols = points["thumbs"]["size"], points["thumbs"]["cols"]
+        r, c = divmod(thumb, cols)
+        cell = sprite[r * size:(r + 1) * size, c * size:(c + 1) * size]
+        shown = np.array(page.evaluate(f"{api}.tooltipPixels()"), np.int32).reshape(2 * size, 2 * size)
+        np.testing.assert_array_equal(shown, np.repeat(np.repeat(cell, 2, 0), 2, 1))  # 32x32 cell drawn at 64x64
+        images = project.read_images([scans[0], scans[5]])
+        frames = project.progression(generator, images[0], images[1], 5, num_steps=5, starts=1, features=None, seed=0)["frames"]
+        expected = widget._thumbnails(frames[step:step + 1])[:size, :size]  # the frame decoded again, as a thumbnail
+        assert np.abs(cell.astype(int) - expected.astype(int)).max() <= 1
+
+        errors = [m for m in messages if m[0] in ("error", "pageerror")]
+        assert not errors, errors
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "widget-paths.png"))
     finally:
         page.close()
         server.shutdown()

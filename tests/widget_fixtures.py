@@ -43,6 +43,19 @@ def tiny_generator_images(n=6, seed=1):
     return np.asarray(generator.predict(seeds, verbose=0), np.float32)
 
 
+FAST_PROJECTION = {"project_steps": 5, "project_starts": 1, "project_features": None}  # projection options that take seconds
+
+
+def tiny_gan(seed=0):
+    """An untrained smoke-preset GAN generator (z space, [N, 128, 128, 1] out) to project into."""
+    import keras
+
+    from covgan_utils import config, models
+
+    keras.utils.set_random_seed(seed)
+    return models.generator_for(config.get_preset("smoke"))
+
+
 def smoke_run(tmp_dir, epochs=2):
     """Train the smoke autoencoder on synthetic scans in tmp_dir; returns its run folder."""
     tmp_dir = pathlib.Path(tmp_dir)

@@ -1,14 +1,20 @@
 // Latent-space widget: 2-D latent map of real (and generated) CT slices; the point under the cursor
 // is decoded in the browser by the TF.js decoder and shown as an image and as a 3-D point cloud.
+// Optional overlays (points.json version 2): GAN projections of real scans (hollow diamonds, a faint
+// line to the scan each one reconstructs) and progressions between two projected scans (a numbered
+// polyline; a <select> picks which one is drawn, hovering a step shows its decoded GAN frame).
 // Files next to this page: points.json, thumbs.png, model/model.json (written by `covgan widget export`).
 
 const COLORS = ['#d62728', '#1f77b4'];  // CT_COVID, CT_NonCOVID
 const GENERATED_COLOR = '#2ca02c';
+const PROJECTED_COLOR = '#9467bd';
+const PATH_COLOR = '#ff7f0e';
 const N_NEIGHBOURS = 5;
 const params = new URLSearchParams(location.search);
 
 const $ = (id) => document.getElementById(id);
-const state = { ready: false, error: null, latent: null, decodedLatent: null, decodes: 0, pending: null, busy: false };
+const state = { ready: false, error: null, latent: null, decodedLatent: null, decodes: 0, pending: null, busy: false,
+  progression: -1, mapDraws: 0, hovered: null };
 const api = { state };
 window.covganWidget = api;
 
@@ -76,7 +82,11 @@ function makeMap(points, canvas) {
   };
 }
 
-function drawMap(ctx, points, map) {
+// the optional blocks, empty for version-1 files
+const projectedOf = (points) => points.projected || { z: [], real: [], thumb_offset: 0 };
+const progressionsOf = (points) => points.progressions || [];
+
+function drawMap(ctx, points, map, progression) {
   ctx.clearRect(0, 0, ctx.canvas.width, ctx.canvas.height);
   ctx.globalAlpha = 0.75;
   const dot = (z, color, r) => {
@@ -87,6 +97,47 @@ function drawMap(ctx, points, map) {
   points.real.z.forEach((z, i) => dot(z, COLORS[points.real.cls[i]] || '#888', 2.5));
   points.generated.z.forEach((z) => dot(z, GENERATED_COLOR, 3));
   ctx.globalAlpha = 1;
+  drawProjected(ctx, projectedOf(points), points.real.z, map);
+  if (progression) drawProgression(ctx, progression, map);
+}
+
+function line(ctx, a, b, map) {
+  const [ax, ay] = map.toCanvas(a), [bx, by] = map.toCanvas(b);
+  ctx.beginPath(); ctx.moveTo(ax, ay); ctx.lineTo(bx, by); ctx.stroke();
+}
+
+function drawProjected(ctx, projected, realZ, map) {
+  ctx.strokeStyle = PROJECTED_COLOR;
+  ctx.globalAlpha = 0.35; ctx.lineWidth = 1;
+  projected.z.forEach((z, i) => line(ctx, realZ[projected.real[i]], z, map));  // real scan -> its projection
+  ctx.globalAlpha = 1; ctx.lineWidth = 1.5;
+  for (const z of projected.z) {  // hollow diamonds
+    const [px, py] = map.toCanvas(z);
+    ctx.beginPath(); ctx.moveTo(px, py - 5); ctx.lineTo(px + 5, py); ctx.lineTo(px, py + 5); ctx.lineTo(px - 5, py); ctx.closePath();
+    ctx.stroke();
+  }
+}
+
+function drawProgression(ctx, p, map) {
+  const steps = p.z.map((z) => map.toCanvas(z));  // [K] canvas points
+  ctx.strokeStyle = PATH_COLOR;
+  ctx.lineWidth = 1; ctx.setLineDash([4, 3]);  // real inputs -> their projections (the path's ends)
+  line(ctx, p.input_z[0], p.z[0], map);
+  line(ctx, p.input_z[1], p.z[p.z.length - 1], map);
+  ctx.setLineDash([]);
+  ctx.beginPath();
+  steps.forEach(([x, y], k) => (k ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+  ctx.strokeStyle = '#fff'; ctx.lineWidth = 4; ctx.stroke();  // a halo keeps the path visible over dense dots
+  ctx.strokeStyle = PATH_COLOR; ctx.lineWidth = 2; ctx.stroke();
+  // the real inputs: hollow squares
+  for (const z of p.input_z) {
+    const [px, py] = map.toCanvas(z);
+    ctx.strokeRect(px - 5, py - 5, 10, 10);
+  }
+  ctx.fillStyle = '#222'; ctx.font = '10px system-ui, sans-serif';
+  steps.forEach(([x, y], k) => ctx.fillText(String(k + 1), x + 6, y - 6));  // step numbers, under the markers
+  ctx.fillStyle = PATH_COLOR; ctx.strokeStyle = '#fff'; ctx.lineWidth = 1;
+  for (const [x, y] of steps) { ctx.beginPath(); ctx.arc(x, y, 4, 0, 2 * Math.PI); ctx.fill(); ctx.stroke(); }
 }
 
 function drawCursor(ctx, base, map, z) {
@@ -183,16 +234,27 @@ async function main() {
 
   const mapCanvas = $('map'), mapCtx = mapCanvas.getContext('2d', { willReadFrequently: true });
   const map = makeMap(points, mapCanvas);
-  drawMap(mapCtx, points, map);
-  const base = mapCtx.getImageData(0, 0, mapCanvas.width, mapCanvas.height);
+  const projected = projectedOf(points), progressions = progressionsOf(points);
+  let base = null;
+  function redraw(index) {  // the map with progression `index` (-1: none); the cursor goes on top of `base`
+    state.progression = index >= 0 && index < progressions.length ? index : -1;
+    drawMap(mapCtx, points, map, progressions[state.progression]);
+    base = mapCtx.getImageData(0, 0, mapCanvas.width, mapCanvas.height);
+    if (state.latent) drawCursor(mapCtx, base, map, state.latent);
+    state.mapDraws += 1;
+  }
+  redraw(progressions.length ? 0 : -1);
+  setupOverlayControls(points, redraw);
   const counts = [0, 0];
   points.real.cls.forEach((c) => { counts[c] += 1; });
   $('n-covid').textContent = counts[0];
   $('n-noncovid').textContent = counts[1];
   $('n-generated').textContent = points.generated.z.length;
   const ae = points.autoencoder || {};
+  const gan = points.projection ? `; ${projected.z.length} projected and ${progressions.length} progressions with generator ${points.projection.generator} `
+    + `(${points.projection.steps} steps, ${points.projection.space})` : '';
   $('about').textContent = `Autoencoder ${ae.run || ''} (widths ${(ae.widths || []).join('-')}, ${ae.epochs || '?'} epochs); `
-    + `${points.real.z.length} real scans, ${points.generated.z.length} generated${points.generated.source ? ` (${points.generated.source})` : ''}; TF.js ${tf.version.tfjs}, backend ${tf.getBackend()}.`;
+    + `${points.real.z.length} real scans, ${points.generated.z.length} generated${points.generated.source ? ` (${points.generated.source})` : ''}${gan}; TF.js ${tf.version.tfjs}, backend ${tf.getBackend()}.`;
 
   const decodedCanvas = $('decoded'), decodedCtx = decodedCanvas.getContext('2d');
   decodedCanvas.width = decodedCanvas.height = size;
@@ -260,13 +322,22 @@ async function main() {
   const tooltip = $('tooltip'), tooltipCanvas = tooltip.querySelector('canvas'), tooltipLabel = tooltip.querySelector('span');
   function hover(px, py) {
     let best = null, bestD = 36;  // within 6 px
-    const check = (z, index, label) => {
+    const check = (z, index, label, kind) => {
       const [qx, qy] = map.toCanvas(z);
       const d = (qx - px) ** 2 + (qy - py) ** 2;
-      if (d < bestD) { bestD = d; best = { index, label, qx, qy }; }
+      if (d < bestD) { bestD = d; best = { index, label, kind, qx, qy }; }
     };
-    points.real.z.forEach((z, i) => check(z, i, `${points.real.file[i]} (${points.classes[points.real.cls[i]]})`));
-    points.generated.z.forEach((z, i) => check(z, points.thumbs.generated_offset + i, `generated #${i}`));
+    const path = progressions[state.progression];
+    if (path) {  // the drawn path's steps come first, then every other marker
+      path.z.forEach((z, k) => check(z, path.thumbs[k], `${path.name}: step ${k + 1}/${path.z.length} (GAN frame)`, { step: k }));
+      path.input_z.forEach((z, k) => check(z, path.input_thumbs[k], `${path.inputs[k]} (real input ${k ? 'B' : 'A'})`, { input: k }));
+    }
+    if (!best) {
+      points.real.z.forEach((z, i) => check(z, i, `${points.real.file[i]} (${points.classes[points.real.cls[i]]})`, { real: i }));
+      points.generated.z.forEach((z, i) => check(z, points.thumbs.generated_offset + i, `generated #${i}`, { generated: i }));
+      projected.z.forEach((z, i) => check(z, projected.thumb_offset + i, `projection of ${points.real.file[projected.real[i]]}`, { projected: i }));
+    }
+    state.hovered = best ? { ...best.kind, thumb: best.index } : null;
     if (!best) { tooltip.hidden = true; return; }
     drawThumb(tooltipCanvas, sprite, points.thumbs, best.index);
     tooltipLabel.textContent = best.label;
@@ -284,7 +355,7 @@ async function main() {
   }
   mapCanvas.addEventListener('pointermove', pointer);
   mapCanvas.addEventListener('pointerdown', (event) => { mapCanvas.setPointerCapture(event.pointerId); pointer(event); });
-  mapCanvas.addEventListener('pointerleave', () => { tooltip.hidden = true; });
+  mapCanvas.addEventListener('pointerleave', () => { tooltip.hidden = true; state.hovered = null; });
 
   // for tests and scripting
   Object.assign(api, {
@@ -299,14 +370,44 @@ async function main() {
       return Array.from({ length: size * size }, (_, i) => d[4 * i]);
     },
     decodeAt: (z) => requestDecode(z),  // resolves once z (or a newer point) is drawn
+    selectProgression(index) { $('progression-select').value = String(index); redraw(index); },
+    mapPixel(z) {  // [r, g, b] of the map (without the cursor) at latent z
+      const [px, py] = map.toCanvas(z), i = 4 * (Math.floor(py) * mapCanvas.width + Math.floor(px));
+      return Array.from(base.data.slice(i, i + 3));
+    },
+    mapHash() {  // FNV-1a of the map's pixels (without the cursor): tells redraws apart
+      let h = 0x811c9dc5;
+      for (let i = 0; i < base.data.length; i++) h = Math.imul(h ^ base.data[i], 0x01000193);
+      return h >>> 0;
+    },
+    tooltipPixels() {  // grey values 0..255 of the tooltip thumbnail, row-major
+      const c = tooltipCanvas, d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      return Array.from({ length: c.width * c.height }, (_, i) => d[4 * i]);
+    },
     dotCount: points.real.z.length + points.generated.z.length,
+    projectedCount: projected.z.length,
     hasCloud: Boolean(cloud),
   });
 
   const centre = [(points.bounds[0] + points.bounds[1]) / 2, (points.bounds[2] + points.bounds[3]) / 2];
   await requestDecode(centre);
   state.ready = true;
-  setStatus(`Ready: ${points.real.z.length} real and ${points.generated.z.length} generated scans.`);
+  setStatus(`Ready: ${points.real.z.length} real and ${points.generated.z.length} generated scans`
+    + `${projected.z.length ? `, ${projected.z.length} projected` : ''}${progressions.length ? `, ${progressions.length} progressions` : ''}.`);
+}
+
+// legend entries and the progression selector; hidden when points.json has no such block
+function setupOverlayControls(points, redraw) {
+  const projected = projectedOf(points), progressions = progressionsOf(points);
+  $('legend-projected').hidden = !projected.z.length;
+  $('n-projected').textContent = projected.z.length;
+  $('legend-path').hidden = !progressions.length;
+  const select = $('progression-select');
+  select.innerHTML = '';
+  progressions.forEach((p, i) => select.add(new Option(`${i + 1}. ${p.name} (${p.z.length} steps)`, String(i))));
+  select.add(new Option('no path', '-1'));
+  select.value = progressions.length ? '0' : '-1';
+  select.addEventListener('change', () => redraw(Number(select.value)));
 }
 
 main().catch((err) => {
