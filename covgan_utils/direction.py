@@ -120,18 +120,23 @@ def rises_monotonically(values, tolerance=0.02):
     return bool(len(v) >= 2 and np.all(np.diff(v) >= -tolerance) and v[-1] > v[0])
 
 
+def disease_walk(image, run=None, strength=None, steps=7, **kwargs):
+    """Walk one scan towards COVID with a model (run folder, None: the release), in `steps` frames from
+    strength 0 to `strength`: along the class embedding for a conditional z-space model (default strength
+    1: the COVID embedding), else along the fitted boundary (default 6, latent units; fitted and cached on
+    first use) -> the walk dict of `class_walk` / `edit`."""
+    generator = sample.load_generator(run)
+    if walks_class(generator):
+        config = sample.model_config(run)
+        strengths = np.linspace(0.0, 1.0 if strength is None else strength, steps)
+        return class_walk(generator, image, strengths, sample.class_label(config, "non-covid"), sample.class_label(config, "covid"), **kwargs)
+    generator, direction = load_or_fit(run)
+    return edit(generator, image, direction, np.linspace(0.0, 6.0 if strength is None else strength, steps), **kwargs)
+
+
 def _cli_edit(args):
     image = project.read_images([args.image])[0]  # a bad file answers before any fitting
-    generator = sample.load_generator(args.run)
-    if walks_class(generator):
-        config = sample.model_config(args.run)
-        covid, non_covid = sample.class_label(config, "covid"), sample.class_label(config, "non-covid")
-        strengths = np.linspace(0.0, 1.0 if args.strength is None else args.strength, args.steps)
-        result = class_walk(generator, image, strengths, non_covid, covid, num_steps=args.project_steps, seed=args.seed, progress=True)
-    else:
-        generator, direction = load_or_fit(args.run)
-        strengths = np.linspace(0.0, 6.0 if args.strength is None else args.strength, args.steps)
-        result = edit(generator, image, direction, strengths, num_steps=args.project_steps, seed=args.seed, progress=True)
+    result = disease_walk(image, args.run, args.strength, args.steps, num_steps=args.project_steps, seed=args.seed, progress=True)
     probs = covid_probability(result["frames"])
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     images_lib.save_strip(np.concatenate([image[None], result["frames"]]), args.out)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from covgan_utils import config, direction, encoder, images, inversion, models, project, release, scores
+from covgan_utils import cli, config, direction, encoder, images, inversion, models, project, release, scores, train
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +107,24 @@ def test_unconditional_and_style_generators_keep_the_boundary(lean):
             pass
     style_cond = models.generator_for(config.get_preset("smoke-style", conditional=True, classes=("CT_COVID", "CT_NonCOVID")))
     assert not direction.walks_class(style_cond)
+
+
+def test_project_methods_and_the_class_walk_on_the_command_line(tmp_path, blob_images, capsys):
+    cond = config.get_preset("smoke", epochs=1, conditional=True, classes=("CT_COVID", "CT_NonCOVID"))
+    labels = np.arange(len(blob_images)) % 2
+    run = train.train(cond, tmp_path / "run", images=blob_images, labels=labels, verbose=False)
+    scan = tmp_path / "scan.png"
+    images.save_png(blob_images[0], scan)
+    argv = ["project", "--run", str(run), "--image", str(scan), "--out", str(tmp_path / "out"), "--steps", "6", "--starts", "1",
+            "--method", "encoder+optimise", "--class", "non-covid"]
+    assert cli.main(argv) == 0
+    assert (run / inversion.FILE).is_file() and "encoder+optimise" in capsys.readouterr().out  # trained once, cached beside the run
+    with np.load(tmp_path / "out" / "latents.npz") as z:
+        assert z["latents"].shape == (1, 100)
+    assert cli.main(["edit", "--run", str(run), "--image", str(scan), "--steps", "3", "--project-steps", "6", "--out", str(tmp_path / "walk.png")]) == 0
+    assert "P(COVID) along the walk" in capsys.readouterr().out and (tmp_path / "walk.png").is_file()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["project", "--run", str(run), "--image", str(scan), "--out", str(tmp_path / "x"), "--method", "nearest"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "invalid choice: 'nearest'" in err and "\n" not in err

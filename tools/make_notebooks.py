@@ -85,24 +85,24 @@ NOTEBOOKS = {
         "walks a non-COVID scan along the disease direction with the COVID classifier watching, and shows the "
         "follow-up table of `docs/PROGRESSION.md`. Research use only; not a diagnostic tool.",
         [
-            "from covgan_utils import direction, followup, project, sample, train\nimport matplotlib.pyplot as plt\nimport numpy as np\n"
+            "from covgan_utils import direction, followup, inversion, progression, project, sample, train\nimport matplotlib.pyplot as plt\nimport numpy as np\n"
             "from IPython.display import Markdown, display\n"
             "STEPS, STARTS = (10, 1) if SMOKE else (300, 4)  # optimisation steps and seeded starts per projection",
             "run_dir = None  # None: the released model; or a run folder under models/\ngenerator, cfg = sample.load_generator(run_dir), sample.model_config(run_dir)\n"
-            "train_images, val = train.training_images(cfg)  # validation scans: patients the generator never saw",
-            "targets = val[:6]\nresult = project.project(generator, targets, num_steps=STEPS, starts=STARTS, progress=True)\n"
-            "scores = project.reconstruction_scores(result['images'], targets)\nprint(result['space'], 'PSNR', scores['psnr'].round(1), 'MS-SSIM', scores['ms_ssim'].round(3))\n"
-            "plt.figure(figsize=(12, 4.5))\nplt.imshow(sample.make_grid(np.concatenate([targets, result['images']]), cols=6), cmap='gray')\n"
-            "plt.title('validation scans (top) and their projections (bottom)')\nplt.axis('off');",
+            "train_images, val, label = progression.covid_scans(cfg)  # COVID validation scans: patients the generator never saw",
+            "targets = val[:6]\n_, encoder = inversion.load_or_train(run_dir, generator)  # f-AnoGAN-style encoder, cached beside the model\n"
+            "methods = {m: inversion.project_with(m, generator, targets, encoder, label, num_steps=STEPS, starts=STARTS) for m in inversion.METHODS}\n"
+            "for m, r in methods.items():\n    s = project.reconstruction_scores(r['images'], targets)\n    print(f\"{m:>17}: PSNR {s['psnr'].mean():.1f} dB, MS-SSIM {s['ms_ssim'].mean():.3f}\")",
+            "plt.figure(figsize=(12, 9))\nplt.imshow(sample.make_grid(np.concatenate([targets] + [r['images'] for r in methods.values()]), cols=6), cmap='gray')\n"
+            "plt.title('validation scans; projections by ' + ', '.join(methods) + ' (rows 2-4)')\nplt.axis('off');",
             "patient = followup.followups()[0]  # a patient with three or more dated scans\n"
             "first, last = followup.read_scans([patient['points'][k]['files'][0] for k in (0, -1)])\n"
-            "walk = project.progression(generator, first, last, steps=8, num_steps=STEPS, starts=STARTS)\n"
+            "walk = project.progression(generator, first, last, steps=8, label=label, num_steps=STEPS, starts=STARTS)\n"
             "plt.figure(figsize=(16, 2.5))\nplt.imshow(sample.make_grid(np.concatenate([walk['inputs'][:1], walk['frames'], walk['inputs'][1:]]), cols=10), cmap='gray')\n"
             "plt.title(f\"{patient['patient']}: real day {patient['points'][0]['day']:g}, the projected path, real day {patient['points'][-1]['day']:g}\")\nplt.axis('off');",
-            "_, covid_direction = direction.load_or_fit(run_dir)  # fitted once on projected train scans, cached beside the model\n"
-            "_, _, val_both, labels = train.training_split(cfg.replace(classes=('CT_COVID', 'CT_NonCOVID')))\n"
+            "_, _, val_both, labels = train.training_split(cfg.replace(classes=('CT_COVID', 'CT_NonCOVID'), conditional=False))\n"
             "scan = val_both[np.flatnonzero(labels == 1)[0]]  # an unseen non-COVID scan\n"
-            "edit = direction.edit(generator, scan, covid_direction, np.linspace(0.0, 6.0, 7), num_steps=STEPS, starts=STARTS)\n"
+            "edit = direction.disease_walk(scan, run_dir, num_steps=STEPS, starts=STARTS)  # class embedding (conditional) or fitted boundary\n"
             "p = direction.covid_probability(edit['frames'])\nprint('P(COVID) along the walk:', p.round(2), 'monotonic:', direction.rises_monotonically(p))\n"
             "plt.figure(figsize=(14, 2.5))\nplt.imshow(sample.make_grid(np.concatenate([scan[None], edit['frames']]), cols=8), cmap='gray')\nplt.axis('off');",
             "# The follow-up table, written by `python -m covgan_utils progression report` (minutes on a CPU)\n"
