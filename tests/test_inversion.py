@@ -1,8 +1,13 @@
 """The trained inversion encoder (f-AnoGAN izi_f), encoder-then-optimisation, and class-embedding walks."""
+import keras
 import numpy as np
 import pytest
 
 from covgan_utils import cli, config, direction, encoder, images, inversion, models, project, release, scores, train
+
+
+ON_JAX = keras.backend.backend() == "jax"  # the JAX run of `make test` covers training, refinement and class walks
+tensorflow_only = pytest.mark.skipif(ON_JAX, reason="the same code path as the JAX cases above; run under TensorFlow")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +63,7 @@ def test_encoder_then_optimisation_starts_from_the_encoders_guess(lean):
         inversion.project_with("nearest", g, scans, untrained)
 
 
+@tensorflow_only
 def test_style_encoders_answer_in_w_plus_around_the_average_w():
     g = models.generator_for(config.get_preset("smoke-style"))
     shape = inversion.latent_shape(g)
@@ -109,6 +115,7 @@ def test_unconditional_and_style_generators_keep_the_boundary(lean):
     assert not direction.walks_class(style_cond)
 
 
+@tensorflow_only
 def test_project_methods_and_the_class_walk_on_the_command_line(tmp_path, blob_images, capsys):
     cond = config.get_preset("smoke", epochs=1, conditional=True, classes=("CT_COVID", "CT_NonCOVID"))
     labels = np.arange(len(blob_images)) % 2
