@@ -19,7 +19,7 @@ import numpy as np
 
 from covgan_utils import autoencoder as autoencoder_lib
 from covgan_utils import encoder as encoder_lib
-from covgan_utils import followup, inversion, paths, project, sample, scores, train
+from covgan_utils import ablation, followup, inversion, paths, project, sample, scores, train
 from covgan_utils import images as images_lib
 
 DOC = paths.PROJECT_ROOT / "docs" / "PROGRESSION.md"
@@ -135,7 +135,7 @@ def _fmt_days(days):
     return ", ".join(f"{d:g}" for d in days)
 
 
-def markdown(recon_rows, follow_rows, n_val, model_name, unparsed, command="python -m covgan_utils progression report"):
+def markdown(recon_rows, follow_rows, n_val, model_name, unparsed, command="python -m covgan_utils progression report", machine=None):
     """The PROGRESSION.md text for the two tables."""
     lines = ["# Progression between real scans", "",
              f"Generator: {model_name}. Written by `{command}`; every number below comes from that command.", "",
@@ -150,7 +150,8 @@ def markdown(recon_rows, follow_rows, n_val, model_name, unparsed, command="pyth
             where = f"‖w - w̄‖ {prior['distance_mean']:.2f} (prior {prior['prior_distance_mean']:.2f}, p99 {prior['prior_distance_p99']:.2f}); {prior['outside_p99']:.0%} outside p99"
         cells = [f"{r[k][0]:.3f} ± {r[k][1]:.3f}" if k != "psnr" else f"{r[k][0]:.1f} ± {r[k][1]:.1f}" for k in ("psnr", "ms_ssim", "feature_distance")]
         lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {r['seconds']:.2f} | {where} |")
-    lines += ["", "PSNR and MS-SSIM: higher is closer; feature distance (domain encoder, lower is closer).", "",
+    timed = f" Seconds per image: wall clock on {machine}, batches of {n_val}." if machine else ""
+    lines += ["", "PSNR and MS-SSIM: higher is closer; feature distance (domain encoder, lower is closer)." + timed, "",
               "## Walking between a patient's first and last scans", "",
               "Each cell: best MS-SSIM (higher is closer) / smallest domain feature distance (lower is closer) to the real intermediate slices.", "",
               "| patient | anchor | days | intermediate day (fraction) | " + " | ".join(FOLLOWUP_COLUMNS) + " |", "|" + "---|" * (4 + len(FOLLOWUP_COLUMNS))]
@@ -189,7 +190,7 @@ def write_report(run=None, out=None, n_val=16, num_steps=300, starts=4, autoenco
     out = pathlib.Path(out or DOC)
     name = f"run {pathlib.Path(run).name}" if run else "the released model (models/release)"
     command = "python -m covgan_utils progression report" + (f" --autoencoder {autoencoder_run}" if autoencoder_run else "")
-    out.write_text(markdown(recon, follow, len(val), name, followup.unparsed(data_dir), command))
+    out.write_text(markdown(recon, follow, len(val), name, followup.unparsed(data_dir), command, ablation.hardware()))
     return out
 
 

@@ -28,7 +28,8 @@ import threading
 import numpy as np
 
 from covgan_utils import autoencoder as ae
-from covgan_utils import data, paths
+from covgan_utils import data, paths, sample
+from covgan_utils import project as projection
 
 WIDGET_DIR = paths.PROJECT_ROOT / "widget"
 PAGE_DIR = WIDGET_DIR / "page"
@@ -232,8 +233,6 @@ def _scan_input(spec, real):
     """A progression end -> (image [128, 128, 1], label, index of the real scan or None).
 
     `spec`: a scan file, the index of a real scan on the map, or a real scan's file name."""
-    from covgan_utils import project as projection
-
     text = str(spec)
     path = pathlib.Path(text).expanduser()
     if path.is_file():
@@ -255,8 +254,6 @@ def _load_generator(generator):
     """A generator argument -> (Keras generator, name for points.json)."""
     if generator is not None and not isinstance(generator, (str, os.PathLike, int)):
         return generator, str(getattr(generator, "name", "generator"))
-    from covgan_utils import sample
-
     if generator in (None, "release"):
         return sample.load_generator(None), "release"
     run = ae._resolve_run(str(generator))
@@ -273,8 +270,6 @@ def _validation_picks(split, n):
 
 def _project_real(generator, encoder, real, split, n, options, thumb_offset, batch=32):
     """Project n validation scans -> ("projected" block, reconstructions [n, 128, 128, 1], 2-D points [n, 2])."""
-    from covgan_utils import project as projection
-
     picks = _validation_picks(split, n)
     chunks = [projection.project(generator, real.images[picks[i:i + batch]], **options) for i in range(0, len(picks), batch)]
     images = np.concatenate([c["images"] for c in chunks]) if chunks else np.zeros((0,) + real.images.shape[1:], np.float32)  # [n, 128, 128, 1]
@@ -286,8 +281,6 @@ def _project_real(generator, encoder, real, split, n, options, thumb_offset, bat
 
 def _progression(generator, encoder, pair, path_steps, mode, options, thumb_offset):
     """One progression -> (block, frames + inputs [path_steps + 2, 128, 128, 1], 2-D points [path_steps + 2, 2])."""
-    from covgan_utils import project as projection
-
     (image_a, label_a, real_a), (image_b, label_b, real_b) = pair
     result = projection.progression(generator, image_a, image_b, path_steps, mode, **options)
     images = np.concatenate([result["frames"], result["inputs"]])  # [path_steps + 2, 128, 128, 1]
@@ -326,8 +319,6 @@ def _projection_overlay(generator, encoder, real, split, n_project, scans, path_
         thumb_offset += len(frames)
     if scans:
         blocks["progressions"] = progressions
-    from covgan_utils import project as projection
-
     blocks["projection"] = {"generator": name, "space": projection.latent_space(generator), "steps": int(options["num_steps"]),
                             "starts": int(options["starts"]), "features": options["features"], "seed": int(options["seed"])}
     return {"blocks": blocks, "images": images, "z": zs}

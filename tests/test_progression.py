@@ -16,6 +16,9 @@ def test_report_has_both_tables_on_the_real_follow_ups(tmp_path, capsys):
     assert "## Reconstruction of validation scans" in text and "## Walking between" in text
     recon = [line for line in text.splitlines() if line.startswith("| projection") or line.startswith("| nearest training image")]
     assert len(recon) == 2 and all(line.count("±") == 3 for line in recon)
+    encoded = [line for line in text.splitlines() if line.startswith("| trained encoder")]  # the release's cached encoder
+    assert len(encoded) == 2 and "then optimisation (1 start x 6 steps)" in encoded[1] and all("outside p99" in line for line in encoded)
+    assert "Seconds per image: wall clock on CPU" in text
     follow = [line for line in text.splitlines() if line.startswith("| Patient ")]
     assert [line.split("|")[1].strip() for line in follow] == ["Patient 2"] * 2 + ["Patient 13"] * 2 + ["Patient 23", "Patient 62"] + ["Patient 63"] * 3
     assert "8, 11, 15, 20 | 11 (0.25)" in text and "-10, -5, -2, 2, 7" in text
