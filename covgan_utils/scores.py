@@ -254,13 +254,21 @@ def fid(gen_features, real_features):
     cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # singular products (a collapsed set) are handled below
         warnings.simplefilter("ignore", RuntimeWarning)
-        covmean, _ = scipy.linalg.sqrtm(cov_x @ cov_y, disp=False)
-    if not np.isfinite(covmean).all():
-        eps = 1e-6 * np.eye(len(cov_x))
-        covmean = scipy.linalg.sqrtm((cov_x + eps) @ (cov_y + eps))
+        covmean = _sqrtm(cov_x @ cov_y)
+        if not np.isfinite(covmean).all():
+            eps = 1e-6 * np.eye(len(cov_x))
+            covmean = _sqrtm((cov_x + eps) @ (cov_y + eps))
     covmean = np.real(covmean)
     value = float(((mu_x - mu_y) ** 2).sum() + np.trace(cov_x) + np.trace(cov_y) - 2.0 * np.trace(covmean))
     return {"value": max(value, 0.0), "n_generated": len(x), "n_real": len(y)}
+
+
+def _sqrtm(matrix):
+    """Principal square root; SciPy before and after the removal of `sqrtm(..., disp=)` (1.17+)."""
+    import scipy.linalg
+
+    root = scipy.linalg.sqrtm(matrix)
+    return root[0] if isinstance(root, tuple) else root
 
 
 def _pairwise(a, b):

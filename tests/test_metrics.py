@@ -78,6 +78,22 @@ def test_fid_identical_zero_and_shift_positive():
     assert metrics.fid(x + 1.0, x)["value"] == pytest.approx(16.0, rel=1e-3)
 
 
+def test_fid_without_sqrtm_disp(monkeypatch):
+    """SciPy 1.17+ removed sqrtm's `disp` and returns the root alone: FID must not depend on either form."""
+    import scipy.linalg
+
+    real_sqrtm = scipy.linalg.sqrtm
+
+    def new_sqrtm(matrix, **kwargs):
+        if kwargs:
+            raise TypeError(f"sqrtm() got an unexpected keyword argument {next(iter(kwargs))!r}")
+        return real_sqrtm(matrix)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", new_sqrtm)
+    x = np.random.RandomState(1).randn(300, 16)
+    assert metrics.fid(x + 1.0, x)["value"] == pytest.approx(16.0, rel=1e-3)
+
+
 def test_prdc_identical_and_collapsed():
     x = np.random.RandomState(2).randn(200, 8)
     same = metrics.prdc(x, x)
