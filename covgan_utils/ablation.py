@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from covgan_utils import config as config_lib
-from covgan_utils import data, files, metrics, paths, sample, scores, train
+from covgan_utils import checkpoints, data, files, metrics, paths, sample, scores, train
 
 REMEDIES = {  # row name -> changes to the paper recipe
     "paper": {},
@@ -47,6 +47,7 @@ FAMILIES = {  # row name -> (preset, changes): the `best` training recipe on eve
     "lean +full ADA": ("best", {"augment": "ada"}),
     "style +full ADA": ("style", {"augment": "ada"}),
     "fastgan +full ADA": ("fastgan", {"augment": "ada"}),
+    "lean +full ADA, p 0.8": ("best", {"augment": "ada", "ada_target": 0.0, "augment_p": 0.8}),  # the leak test
 }
 STUDIES = {"remedies": REMEDIES, "families": FAMILIES}
 COLUMNS = (  # (header, path into an evaluate report's "generated" block, format)
@@ -143,6 +144,25 @@ def run(rows, seeds, minutes, root=None, arch="paper", data_dir=None, images=Non
             done = {"row": row, "seed": seed, "minutes": minutes, "wall_seconds": round(time.time() - start, 1), "epochs": epochs, "hardware": hardware()}
             (run_dir / "done.json").write_text(json.dumps(done) + "\n")
     return out
+
+
+def slim(run_dir):
+    """Reduce a finished cell to what `evaluate`, `sheet` and `report` read: its newest checkpoint keeps
+    the (EMA) generator alone, as float16, and the older checkpoints go. For bringing cells back from a
+    machine that only returns small files; a slimmed cell cannot resume (it is finished). -> checkpoint path."""
+    run_dir = pathlib.Path(run_dir)
+    if not (run_dir / "done.json").is_file():
+        raise ValueError(f"{run_dir} holds no done.json: only finished ablation cells can be slimmed")
+    generator, source = train.read_run_generator(run_dir, "latest")
+    arrays = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in checkpoints.to_arrays("ema", generator.variables).items()}
+    arrays["epoch"] = np.asarray(source["epoch"] or 0)
+    keep = run_dir / source["checkpoint"]
+    checkpoints.save_arrays(keep, arrays)
+    for old in checkpoints.numbered(run_dir):
+        if old != keep:
+            old.unlink()
+    (run_dir / "checkpoint-best.npz").unlink(missing_ok=True)
+    return keep
 
 
 INCEPTION_COLUMNS = tuple(c for c in COLUMNS if c[0] in ("KID", "FID", "precision", "recall", "coverage"))
@@ -334,6 +354,11 @@ def _cli_curve(args):
 
 def _cli_run(args):
     print("\n".join(map(str, run(args.rows or list(STUDIES[args.study]), args.seeds, args.minutes, args.root, args.arch, args.data))))
+
+
+def _cli_slim(args):
+    for run_dir in finished_runs(args.root or paths.MODELS_DIR / "ablation"):
+        print(slim(run_dir))
 
 
 def _cli_sheet(args):

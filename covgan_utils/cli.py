@@ -263,6 +263,8 @@ def _ablation_commands(subparsers):
     p.add_argument("--root", help=root_help)
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--seed", type=seed_int, default=0, help="which training seed's runs to show")
+    p = _command(sub, "slim", "ablation:_cli_slim", "keep only each finished run's generator (float16), to bring runs back from another machine")
+    p.add_argument("--root", help=root_help)
     p = _command(sub, "report", "ablation:_cli_report", "print the markdown table")
     p.add_argument("--root", help=root_help)
     p.add_argument("--floor", help="an evaluate report JSON whose baselines hold the real-vs-real floor")

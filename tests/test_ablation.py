@@ -90,7 +90,9 @@ def test_every_families_row_is_a_buildable_config_on_the_best_recipe():
     for row in ablation.FAMILIES:
         cfg = ablation.row_config(row, 3, 20)
         assert (cfg.seed, cfg.time_budget_minutes, cfg.preset) == (3, 20, f"ablation-{ablation.slug(row)}")
-        assert (cfg.loss, cfg.ema_decay, cfg.ada_target, cfg.batch_size) == (best.loss, best.ema_decay, best.ada_target, best.batch_size)
+        fixed_p = row.endswith("p 0.8")  # the leak test: the full pipeline at a fixed p of 0.8
+        assert (cfg.loss, cfg.ema_decay, cfg.batch_size) == (best.loss, best.ema_decay, best.batch_size)
+        assert (cfg.ada_target, cfg.augment_p) == ((0.0, 0.8) if fixed_p else (best.ada_target, best.augment_p))
         assert cfg.r1_gamma == (0.0 if cfg.arch == "fastgan" else best.r1_gamma)  # fastgan's D is regularised by its reconstructions
         assert cfg.conditional == ("+cond" in row) and (cfg.augment == "ada") == ("full ADA" in row)
         models.generator_for(cfg), models.discriminator_for(cfg)
@@ -110,3 +112,22 @@ def test_families_study_runs_evaluates_and_tabulates_with_leak_statistics(tmp_pa
     leak = ablation.leak_table(tmp_path, features="domain").splitlines()
     assert leak[2].startswith("| style |") and f"{report['leak']['angle']['generated_std']:.3g}" in leak[2]
     assert ablation.table(tmp_path, study="remedies").count("\n") == 1  # header only: no remedies rows here
+
+
+def test_slim_keeps_the_generator_alone_and_the_cell_still_scores(tmp_path, blob_images, monkeypatch):
+    from covgan_utils import checkpoints, sample
+
+    monkeypatch.setattr(ablation, "row_config", lambda row, seed, minutes, arch="paper": config.get_preset("smoke", g_noise=True, epochs=3, checkpoint_every=1, keep_checkpoints=3, seed=seed))
+    run = ablation.run(["lean +noise"], [0], minutes=1.0, root=tmp_path, images=blob_images)[0]
+    before = sample.generate(sample.load_generator(run), range(4))  # [4, 128, 128, 1] uint8
+    full_size = checkpoints.latest_checkpoint(run).stat().st_size
+    kept = ablation.slim(run)
+    assert checkpoints.numbered(run) == [kept] and kept.name == "checkpoint-000003.npz"
+    assert kept.stat().st_size < full_size / 3  # no discriminator, optimiser state or float32 copy
+    after = sample.generate(sample.load_generator(run), range(4))
+    assert np.abs(after.astype(int) - before.astype(int)).max() <= 2  # float16 weights: the same images
+    ablation.evaluate([run], n=20, val=blob_images[:20], train_images=blob_images[20:])
+    assert "lean +noise" in ablation.table(tmp_path, study="families")
+    (run / "done.json").unlink()
+    with pytest.raises(ValueError, match="only finished ablation cells"):
+        ablation.slim(run)

@@ -67,6 +67,9 @@ def test_script_rejects_bad_arguments_with_usage(tmp_path):
     for args in ((), ("frob",), ("run", tmp_path), ("run", tmp_path, tmp_path / "o", "--bogus"), ("prepare", "--python-version"), ("prepare", "--python-version", "3")):
         done = _script(*args)
         assert done.returncode == 2 and "usage: tools/gpu_run.sh" in done.stderr, args
+    for args in (("ablation", tmp_path), ("ablation", tmp_path, tmp_path / "o", "--seeds", "x"), ("ablation", tmp_path, tmp_path / "o", "stray")):
+        done = _script(*args)
+        assert done.returncode == 2 and "usage: tools/gpu_run.sh" in done.stderr, args
     missing = _script("run", tmp_path / "nowhere", tmp_path / "o")
     assert missing.returncode == 2 and "prepare" in missing.stderr and not (tmp_path / "o").exists()
 

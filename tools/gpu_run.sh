@@ -9,6 +9,11 @@
 #       on the GPU machine, without network: installs the wheels into a private prefix under /tmp, then
 #       `python3 -m covgan_utils gpu-job` trains with KERAS_BACKEND=jax (override by setting it) and
 #       leaves at most 8 small files in OUT_DIR.
+#   tools/gpu_run.sh ablation BUNDLE_DIR OUT_DIR --minutes M [--seeds 0 [1 ...]] [--rows ROW [ROW ...]]
+#       on the GPU machine: every families-ablation ROW (default: all) trains at once, each its own process
+#       on the one GPU (`ablation run --study families`), for M minutes of wall time per seed; then the
+#       finished cells are slimmed to their float16 generators (`ablation slim`) and the run folders come
+#       back as OUT_DIR/ablation.tar.gz.part-NN (15 MB pieces: `cat ablation.tar.gz.part-* | tar -xz`).
 #
 # $PYTHON picks the interpreter (prepare: .venv/bin/python when present, else python3; run: python3).
 set -euo pipefail
@@ -23,6 +28,7 @@ usage() {
     cat >&2 <<'EOF'
 usage: tools/gpu_run.sh prepare [BUNDLE_DIR] [--python-version 3.12] [--data DIR]
        tools/gpu_run.sh run BUNDLE_DIR OUT_DIR [--preset gpu] [--minutes 8] [--epochs N] [--n-eval 500]
+       tools/gpu_run.sh ablation BUNDLE_DIR OUT_DIR --minutes M [--seeds 0 [1 ...]] [--rows ROW [ROW ...]]
 EOF
     [ $# -gt 0 ] && echo "error: $*" >&2
     exit 2
@@ -65,7 +71,7 @@ prepare() {
 run() {
     [ $# -ge 2 ] || usage "run needs BUNDLE_DIR and OUT_DIR"
     case "$1$2" in -*) usage "run needs BUNDLE_DIR and OUT_DIR before options" ;; esac
-    local bundle="$1" out="$2" job=()
+    local bundle="$1" out="$2" job=() py
     shift 2
     while [ $# -gt 0 ]; do
         case "$1" in
@@ -74,12 +80,20 @@ run() {
             *) usage "unknown argument $1" ;;
         esac
     done
+    setup_bundle "$bundle" "$out"
+    "$py" -m covgan_utils gpu-job --data "$bundle/covid-ct.npz" --out "$out" "${job[@]}"
+}
+
+# setup_bundle BUNDLE_DIR OUT_DIR: checks the bundle, installs its wheels into a private prefix removed on
+# exit, exports the environment; sets bundle, out (absolute) and py.
+setup_bundle() {
+    bundle="$1" out="$2"
     [ -f "$bundle/covid-ct.npz" ] || usage "no $bundle/covid-ct.npz: run 'tools/gpu_run.sh prepare' first"
     compgen -G "$bundle/wheels/*.whl" > /dev/null || usage "no wheels in $bundle/wheels: run 'tools/gpu_run.sh prepare' first"
     bundle="$(cd "$bundle" && pwd)"
     mkdir -p "$out"
     out="$(cd "$out" && pwd)"
-    local py="${PYTHON:-python3}"
+    py="${PYTHON:-python3}"
     local prefix
     prefix="$(mktemp -d /tmp/covgan-gpu-site.XXXXXX)"
     trap "rm -rf '$prefix'" EXIT
@@ -92,7 +106,58 @@ run() {
     export PYTHONPATH="$prefix:$REPO${PYTHONPATH:+:$PYTHONPATH}"
     export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
     echo "KERAS_BACKEND=$KERAS_BACKEND, $("$py" --version), wheels in $prefix"
-    "$py" -m covgan_utils gpu-job --data "$bundle/covid-ct.npz" --out "$out" "${job[@]}"
+}
+
+ablation() {
+    [ $# -ge 2 ] || usage "ablation needs BUNDLE_DIR and OUT_DIR"
+    case "$1$2" in -*) usage "ablation needs BUNDLE_DIR and OUT_DIR before options" ;; esac
+    local bundle="$1" out="$2" minutes="" seeds=() rows=() list=""
+    shift 2
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --minutes) need_value "$1" $#; minutes="$2"; list=""; shift 2 ;;
+            --seeds) list=seeds; shift ;;
+            --rows) list=rows; shift ;;
+            -h|--help) usage ;;
+            -*) usage "unknown option $1" ;;
+            *) case "$list" in
+                   seeds) [[ "$1" =~ ^[0-9]+$ ]] || usage "--seeds takes integers, got $1"; seeds+=("$1") ;;
+                   rows) rows+=("$1") ;;
+                   *) usage "unexpected argument $1" ;;
+               esac
+               shift ;;
+        esac
+    done
+    [ -n "$minutes" ] || usage "ablation needs --minutes"
+    [ ${#seeds[@]} -gt 0 ] || seeds=(0)
+    local py
+    setup_bundle "$bundle" "$out"
+    [ -z "$(ls -A "$out")" ] || usage "$out is not empty; choose a new OUT_DIR"
+    if [ ${#rows[@]} -eq 0 ]; then
+        mapfile -t rows < <("$py" -c 'from covgan_utils import ablation; print("\n".join(ablation.FAMILIES))')
+    fi
+    "$py" - "${rows[@]}" <<'PY' || exit 2
+import sys
+from covgan_utils import ablation
+unknown = [r for r in sys.argv[1:] if r not in ablation.FAMILIES]
+sys.exit(f"error: unknown families row(s) {unknown}; choose from {list(ablation.FAMILIES)}" if unknown else 0)
+PY
+    export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several processes share the one GPU
+    local root pids=() failed=0 i
+    root="$(mktemp -d /tmp/covgan-ablation.XXXXXX)"
+    echo "${#rows[@]} rows x seeds ${seeds[*]}, $minutes min each, at once -> $root"
+    for i in "${!rows[@]}"; do
+        "$py" -m covgan_utils ablation run --study families --rows "${rows[$i]}" --seeds "${seeds[@]}" --minutes "$minutes" \
+            --root "$root" --data "$bundle/covid-ct.npz" > "$root/row-$i.log" 2>&1 &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}" || { failed=1; echo "row ${rows[$i]} failed:"; tail -n 5 "$root/row-$i.log"; }
+    done
+    "$py" -m covgan_utils ablation slim --root "$root"
+    tar -C "$root" -czf - . | split -b 15m -d - "$out/ablation.tar.gz.part-"
+    ls -l "$out"
+    return $failed
 }
 
 [ $# -ge 1 ] || usage
@@ -101,6 +166,7 @@ shift
 case "$command" in
     prepare) prepare "$@" ;;
     run) run "$@" ;;
+    ablation) ablation "$@" ;;
     -h|--help) usage ;;
-    *) usage "unknown command $command (prepare or run)" ;;
+    *) usage "unknown command $command (prepare, run or ablation)" ;;
 esac
