@@ -18,6 +18,8 @@ Images are float32 [N, 128, 128, 1] in [-1, 1] everywhere. Every metric function
 KID, FID and PRDC are computed on features of the project's domain encoder (`covgan_utils.encoder`,
 trained on the real train split) or, with the `[fid]` extra installed, of the StyleGAN3 Inception-v3.
 """
+import collections
+import hashlib
 import pathlib
 import warnings
 
@@ -417,6 +419,8 @@ def feature_extractor(kind="domain"):
 
 
 _INCEPTION = {}
+_INCEPTION_MEMO = collections.OrderedDict()  # (shape, sha1 of the images) -> features, oldest first
+INCEPTION_MEMO_SIZE = 8
 
 
 def inception_features_fn(batch_size=50):
@@ -433,12 +437,18 @@ def inception_features_fn(batch_size=50):
 
     def fn(images):
         images = as_images(images)
+        key = (images.shape, hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest())
+        if key in _INCEPTION_MEMO:  # the same real set is scored against many generators in one process
+            return _INCEPTION_MEMO[key].copy()
         feats = []
         with torch.no_grad():
             for s in range(0, len(images), batch_size):
                 batch = np.repeat(np.transpose(images[s:s + batch_size], (0, 3, 1, 2)), 3, axis=1)  # NCHW, gray -> RGB
                 feats.append(helper.extract_feats(batch, data_range=(-1.0, 1.0), resize_hw=helper.resize_hw, resample_mode=helper.resample_mode))
-        return np.concatenate(feats).astype(np.float32)
+        _INCEPTION_MEMO[key] = np.concatenate(feats).astype(np.float32)
+        while len(_INCEPTION_MEMO) > INCEPTION_MEMO_SIZE:
+            _INCEPTION_MEMO.popitem(last=False)
+        return _INCEPTION_MEMO[key].copy()
 
     return fn
 

@@ -246,6 +246,19 @@ def test_inception_features_offline():
     feats = fn(blobs(4, 8))
     assert feats.shape == (4, 2048)
     assert np.isfinite(feats).all()
+    from covgan_utils import scores
+
+    helper = scores._INCEPTION["helper"]
+    calls = []
+    real_extract = helper.extract_feats
+    helper.extract_feats = lambda *a, **k: calls.append(1) or real_extract(*a, **k)
+    try:
+        again = fn(blobs(4, 8))  # the same images: features from the memo, no Inception pass
+        again[:] = 0  # a copy: the memo is not changed through it
+        other = fn(blobs(4, 9))
+    finally:
+        helper.extract_feats = real_extract
+    assert len(calls) == 1 and np.array_equal(fn(blobs(4, 8)), feats) and not np.array_equal(other, feats)
 
 
 def test_evaluate_cli_from_run(tmp_path, sets):
