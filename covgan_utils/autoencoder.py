@@ -174,10 +174,11 @@ def resolve_autoencoder_run(run):
         if found is None:
             raise FileNotFoundError(f"no trained autoencoder in {paths.MODELS_DIR}: train one with `python -m covgan_utils widget train`")
         return found
-    return _resolve_run(run)
+    return resolve_run(run)
 
 
-def _resolve_run(run):
+def resolve_run(run):
+    """A run argument (a path, a run number or a folder name under models/) -> existing run folder."""
     path = pathlib.Path(run).expanduser()
     if path.is_dir():
         return path
@@ -328,7 +329,7 @@ def generated_images(gan, n=256, seed=0):
     elif gan == "release":
         run = None  # the sampler's released model (models/release/)
     else:
-        run = _resolve_run(gan)
+        run = resolve_run(gan)
     try:
         from covgan_utils import sample  # the GAN sampler
     except ImportError as err:

@@ -256,7 +256,7 @@ def _load_generator(generator):
         return generator, str(getattr(generator, "name", "generator"))
     if generator in (None, "release"):
         return sample.load_generator(None), "release"
-    run = ae._resolve_run(str(generator))
+    run = ae.resolve_run(str(generator))
     return sample.load_generator(run), run.name
 
 
