@@ -154,7 +154,7 @@ def slim(run_dir):
     if not (run_dir / "done.json").is_file():
         raise ValueError(f"{run_dir} holds no done.json: only finished ablation cells can be slimmed")
     generator, source = train.read_run_generator(run_dir, "latest")
-    arrays = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in checkpoints.to_arrays("ema", generator.variables).items()}
+    arrays = checkpoints.to_arrays("ema", generator.variables, half=True)
     arrays["epoch"] = np.asarray(source["epoch"] or 0)
     keep = run_dir / source["checkpoint"]
     checkpoints.save_arrays(keep, arrays)

@@ -40,9 +40,11 @@ class CorruptCheckpointError(ValueError):
         return CorruptCheckpointError(self.path, self.reason, fix)
 
 
-def to_arrays(group, variables):
-    """{"<group>/NNNN": numpy array} for a list of Keras variables."""
-    return {f"{group}/{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+def to_arrays(group, variables, half=False):
+    """{"<group>/NNNN": numpy array} for a list of Keras variables; `half`: float32 ones as float16 (weights
+    for sampling: half the file, and `load_groups` casts them back)."""
+    arrays = {f"{group}/{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    return {k: v.astype(np.float16) if half and v.dtype == np.float32 else v for k, v in arrays.items()}
 
 
 def save_arrays(path, arrays):

@@ -30,8 +30,7 @@ def export_release(run_dir, release_dir=None, checkpoint="latest"):
     release_dir = pathlib.Path(release_dir or paths.RELEASE_DIR)
     release_dir.mkdir(parents=True, exist_ok=True)
     generator, source = train.read_run_generator(run_dir, checkpoint)
-    arrays = {f"g/{i:04d}": np.asarray(v.numpy()).astype(np.float16) if v.dtype == "float32" else np.asarray(v.numpy()) for i, v in enumerate(generator.variables)}
-    np.savez_compressed(release_dir / WEIGHTS, **arrays)
+    np.savez_compressed(release_dir / WEIGHTS, **checkpoints.to_arrays("g", generator.variables, half=True))
     config_lib.Config.load(run_dir).save(release_dir)
     source = {"run": pathlib.Path(run_dir).name, **source}
     (release_dir / "source.json").write_text(json.dumps(source) + "\n")
