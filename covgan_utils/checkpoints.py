@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from covgan_utils import files
+from covgan_utils.util import files
 
 CHECKPOINT_RE = re.compile(r"checkpoint-(\d{6})\.npz$")
 TEMP_GLOB = ".checkpoint-*.tmp"  # what `save_arrays` leaves behind when killed mid-write

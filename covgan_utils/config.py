@@ -5,7 +5,7 @@ import math
 import os
 import pathlib
 
-from covgan_utils import files
+from covgan_utils.util import files
 
 
 @dataclasses.dataclass
@@ -48,7 +48,7 @@ class Config:
     augment_p: float = 1.0  # fixed augmentation probability (ada_target = 0)
     ada_target: float = 0.0  # adaptive p from r_t = E[sign(D(real))] (0 = off)
     ada_kimg: float = 20.0  # images for p to move by 1
-    # guard against divergence (see covgan_utils.guard)
+    # guard against divergence (see covgan_utils.training.guard)
     guard: bool = False
     guard_warmup: int = 10  # epochs before the blank / pinned / collapse checks start (non-finite: always)
     guard_patience: int = 3  # consecutive bad epochs before "pinned" or "collapse" trips

@@ -1,25 +1,51 @@
-"""Figures of a run: losses (paper Fig. 6), discriminator accuracy (Fig. 7), real vs generated grids (Figs. 4/5)."""
+"""Figures of a run folder: losses, discriminator accuracy, real vs generated grids, and the metric curves
+written during training (`metric-<name>.jsonl`).
+"""
 import json
 import pathlib
 
-import matplotlib
-
-
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
-from covgan_utils import config as config_lib  # noqa: E402
-from covgan_utils import sample as sample_lib  # noqa: E402
-from covgan_utils import tracking  # noqa: E402
-from covgan_utils import train as train_lib  # noqa: E402
+from covgan_utils import config as config_lib
+from covgan_utils import runs, sampling
+from covgan_utils.data import dataset
+from covgan_utils.util.files import read_jsonl
 
 
-def read_jsonl(file):
-    """List of dicts from a JSON-lines file (empty list when absent)."""
-    file = pathlib.Path(file)
-    if not file.is_file():
-        return []
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+def plot_metric_curves(run_dir):
+    """Figure with one panel per `metric-*.jsonl` file in `run_dir` (value against epoch; the best
+    epoch from best.json is marked)."""
+    import matplotlib.pyplot as plt
+
+    run_dir = pathlib.Path(run_dir)
+    files = sorted(run_dir.glob("metric-*.jsonl"))
+    best = json.loads((run_dir / "best.json").read_text()) if (run_dir / "best.json").is_file() else None
+    if not files:
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.text(0.5, 0.5, f"no metric-*.jsonl in {run_dir.name}", ha="center", va="center")
+        ax.axis("off")
+        return fig
+    cols = min(3, len(files))
+    rows = (len(files) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+    for ax, file in zip(axes.ravel(), files):
+        name = file.stem[len("metric-"):]
+        records = read_jsonl(file)
+        epochs = [r["epoch"] for r in records]
+        values = [r["value"] for r in records]
+        ax.plot(epochs, values, marker="o", ms=3)
+        if "std" in (records[0] if records else {}):
+            std = np.array([r["std"] for r in records])
+            ax.fill_between(epochs, np.array(values) - std, np.array(values) + std, alpha=0.25)
+        if best is not None:
+            ax.axvline(best["epoch"], color="gray", ls="--", lw=1)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+    for ax in axes.ravel()[len(files):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
 
 
 def _stats(run_dir):
@@ -56,7 +82,7 @@ def plot_real_vs_generated(real, generated, n=16):
     """Side by side grids: real scans and generated images, both [N, 128, 128, 1] in [-1, 1]."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
     for ax, images, title in zip(axes, (real[:n], generated[:n]), ("real", "generated")):
-        ax.imshow(sample_lib.make_grid(images), cmap="gray", vmin=0, vmax=255)
+        ax.imshow(sampling.make_grid(images), cmap="gray", vmin=0, vmax=255)
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
@@ -72,24 +98,16 @@ def plot_run(run_dir, real=None, n=16):
         plt.close(fig)
         written.append(run_dir / name)
     if real is None:
-        _, real = train_lib.training_images(config_lib.Config.load(run_dir))
+        _, real = dataset.training_images(config_lib.Config.load(run_dir))
     real = real[np.random.RandomState(0).permutation(len(real))[:n]]
-    generated = sample_lib.generate(sample_lib.load_generator(run_dir), range(n))
+    generated = sampling.generate(runs.load_generator(run_dir), range(n))
     fig = plot_real_vs_generated(real, generated, n)
     fig.savefig(run_dir / "real_vs_generated.png", dpi=120)
     plt.close(fig)
     written.append(run_dir / "real_vs_generated.png")
     if list(run_dir.glob("metric-*.jsonl")):
-        fig = tracking.plot_metric_curves(run_dir)
+        fig = plot_metric_curves(run_dir)
         fig.savefig(run_dir / "metrics.png", dpi=120)
         plt.close(fig)
         written.append(run_dir / "metrics.png")
     return written
-
-
-def _cli_plot(args):
-    run_dir = pathlib.Path(args.run)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    for path in plot_run(run_dir):
-        print(path)

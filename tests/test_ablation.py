@@ -3,7 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from covgan_utils import ablation, config
+from covgan_utils import checkpoints, cli, config, sampling
+from covgan_utils import runs as runs_lib
+from covgan_utils.nets import families
+from covgan_utils.studies import ablation
+from covgan_utils.training import loop
 
 
 def test_rows_change_one_thing_at_a_time():
@@ -53,10 +57,9 @@ def test_inception_evaluation_gets_its_own_report_and_table(tmp_path, blob_image
 
 
 def test_curve_scores_each_checkpoint_and_tabulates_by_epoch(tmp_path, blob_images):
-    from covgan_utils import train
 
     cfg = config.get_preset("smoke", epochs=2, checkpoint_every=1, keep_checkpoints=5)
-    run = train.train(cfg, tmp_path / "run", images=blob_images, verbose=False)
+    run = loop.train(cfg, tmp_path / "run", images=blob_images, verbose=False)
     scores = ablation.curve(run, [1, 2], n=20, val=blob_images[:20], train_images=blob_images[20:])
     assert sorted(scores) == [1, 2] and (run / "eval-000002.json").is_file()
     assert scores[1]["kid"]["mean"] != scores[2]["kid"]["mean"]  # different weights, different scores
@@ -66,7 +69,6 @@ def test_curve_scores_each_checkpoint_and_tabulates_by_epoch(tmp_path, blob_imag
 
 
 def test_damaged_report_files_are_one_line_errors(tmp_path, capsys):
-    from covgan_utils import cli
 
     (tmp_path / "floor.json").write_text("{}")
     (tmp_path / "bad.json").write_text('{"baselines": ')
@@ -84,7 +86,6 @@ def test_damaged_report_files_are_one_line_errors(tmp_path, capsys):
 
 
 def test_every_families_row_is_a_buildable_config_on_the_best_recipe():
-    from covgan_utils import models
 
     best = config.get_preset("best")
     for row in ablation.FAMILIES:
@@ -95,7 +96,7 @@ def test_every_families_row_is_a_buildable_config_on_the_best_recipe():
         assert (cfg.ada_target, cfg.augment_p) == ((0.0, 0.8) if fixed_p else (best.ada_target, best.augment_p))
         assert cfg.r1_gamma == (0.0 if cfg.arch == "fastgan" else best.r1_gamma)  # fastgan's D is regularised by its reconstructions
         assert cfg.conditional == ("+cond" in row) and (cfg.augment == "ada") == ("full ADA" in row)
-        models.generator_for(cfg), models.discriminator_for(cfg)
+        families.generator_for(cfg), families.discriminator_for(cfg)
     with pytest.raises(ValueError, match="unknown ablation row"):
         ablation.row_config("style +magic", 0, 5)
 
@@ -115,16 +116,15 @@ def test_families_study_runs_evaluates_and_tabulates_with_leak_statistics(tmp_pa
 
 
 def test_slim_keeps_the_generator_alone_and_the_cell_still_scores(tmp_path, blob_images, monkeypatch):
-    from covgan_utils import checkpoints, sample
 
     monkeypatch.setattr(ablation, "row_config", lambda row, seed, minutes, arch="paper": config.get_preset("smoke", g_noise=True, epochs=3, checkpoint_every=1, keep_checkpoints=3, seed=seed))
     run = ablation.run(["lean +noise"], [0], minutes=1.0, root=tmp_path, images=blob_images)[0]
-    before = sample.generate(sample.load_generator(run), range(4))  # [4, 128, 128, 1] uint8
+    before = sampling.generate(runs_lib.load_generator(run), range(4))  # [4, 128, 128, 1] uint8
     full_size = checkpoints.latest_checkpoint(run).stat().st_size
     kept = ablation.slim(run)
     assert checkpoints.numbered(run) == [kept] and kept.name == "checkpoint-000003.npz"
     assert kept.stat().st_size < full_size / 3  # no discriminator, optimiser state or float32 copy
-    after = sample.generate(sample.load_generator(run), range(4))
+    after = sampling.generate(runs_lib.load_generator(run), range(4))
     assert np.abs(after.astype(int) - before.astype(int)).max() <= 2  # float16 weights: the same images
     ablation.evaluate([run], n=20, val=blob_images[:20], train_images=blob_images[20:])
     assert "lean +noise" in ablation.table(tmp_path, study="families")

@@ -7,7 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from covgan_utils import augment, losses, scores
+from covgan_utils import config
+from covgan_utils.metrics import quality
+from covgan_utils.training import augment, losses
 
 NEW_OPS = ("xflip", "int_translation", "iso_scale", "rotate", "aniso_scale", "frac_translation", "gamma")
 
@@ -248,40 +250,40 @@ def test_ada_pipeline_compiles_with_an_unknown_batch_size(blob_images):
 # ---------------------------------------------------------------- leak measurement
 
 def _stat(images, name):
-    return scores.orientation_stats(images)[:, scores.ORIENTATION_STATS.index(name)]
+    return quality.orientation_stats(images)[:, quality.ORIENTATION_STATS.index(name)]
 
 
 def test_orientation_stats_read_angle_elongation_area_and_mirror():
     body = _bodies(1)
     tilted = _np(augment.apply(body, ("rotate",), 1.0, _u([[0.0, 1.0]])))  # +15 degrees
-    stats = scores.orientation_stats(np.concatenate([body, tilted, body[:, :, ::-1]]))
+    stats = quality.orientation_stats(np.concatenate([body, tilted, body[:, :, ::-1]]))
     angle, elongation, area, _, _, asymmetry = stats.T
     assert abs(angle[0]) < 1.0 and abs(angle[1] - 15.0) < 1.0
     assert 1.3 < elongation[0] < 1.6 and abs(elongation[1] - elongation[0]) < 0.05
     assert 0.15 < area[0] < 0.3
     assert asymmetry[0] > 0.04 and abs(asymmetry[2] + asymmetry[0]) < 1e-6
-    blank = scores.orientation_stats(-np.ones((1, 128, 128, 1)))[0]
+    blank = quality.orientation_stats(-np.ones((1, 128, 128, 1)))[0]
     assert blank[2] == 0.0 and np.isnan(np.delete(blank, 2)).all()
 
 
 def test_ks_statistic_is_zero_for_equal_samples_and_one_for_disjoint():
     a = np.arange(10.0)
-    assert scores.ks_statistic(a, a[::-1]) == 0.0 and scores.ks_statistic(a, a + 100) == 1.0
-    assert scores.ks_statistic(a, np.r_[a, np.nan]) == 0.0
+    assert quality.ks_statistic(a, a[::-1]) == 0.0 and quality.ks_statistic(a, a + 100) == 1.0
+    assert quality.ks_statistic(a, np.r_[a, np.nan]) == 0.0
 
 
 @pytest.mark.parametrize("name,stat", [("rotate", "angle"), ("iso_scale", "area"), ("aniso_scale", "elongation"),
                                        ("frac_translation", "centroid_x"), ("xflip", "asymmetry")])
 def test_leak_report_sees_a_full_augmentation_and_nothing_at_p0(name, stat):
     real = _bodies()
-    report = scores.leak_report(_np(augment.augment(real, (name,), 1.0, seed=21)), real)[stat]
+    report = quality.leak_report(_np(augment.augment(real, (name,), 1.0, seed=21)), real)[stat]
     assert report["ks"] > 0.4 > 2 * report["ks_95"], report
     if name == "xflip":  # a mirror flips the sign of the asymmetry rather than widening it
         assert report["real_mean"] > 0.04 and report["generated_mean"] < -0.04
     else:
         assert report["generated_std"] > 3 * report["real_std"], report
-    none = scores.leak_report(_np(augment.augment(real, (name,), 0.0, seed=21)), real)
-    assert set(none) == set(scores.ORIENTATION_STATS) and all(row["ks"] == 0.0 for row in none.values())
+    none = quality.leak_report(_np(augment.augment(real, (name,), 0.0, seed=21)), real)
+    assert set(none) == set(quality.ORIENTATION_STATS) and all(row["ks"] == 0.0 for row in none.values())
 
 
 def test_leak_report_places_p08_between_none_and_full():
@@ -291,9 +293,9 @@ def test_leak_report_places_p08_between_none_and_full():
     angle = {name: np.abs(_stat(images, "angle")) for name, images in (("real", real), ("partial", partial), ("full", full))}
     unturned = {name: (values < 0.5).mean() for name, values in angle.items()}
     assert unturned["real"] == 1.0 and 0.15 < unturned["partial"] < 0.35 and unturned["full"] < 0.1
-    ks_full = scores.ks_statistic(angle["full"], angle["real"])
-    ks_partial_real = scores.ks_statistic(angle["partial"], angle["real"])
-    ks_partial_full = scores.ks_statistic(angle["partial"], angle["full"])
+    ks_full = quality.ks_statistic(angle["full"], angle["real"])
+    ks_partial_real = quality.ks_statistic(angle["partial"], angle["real"])
+    ks_partial_full = quality.ks_statistic(angle["partial"], angle["full"])
     assert ks_partial_real < ks_full - 0.1 and ks_partial_full > 0.1
 
 
@@ -307,7 +309,6 @@ def test_losses_are_finite_and_order_real_above_fake(loss):
 
 
 def test_ada_moves_p_towards_the_target():
-    from covgan_utils import config
 
     cfg = config.get_preset("best")
     up, r_t = losses.ada_update(cfg, 0.5, np.ones((32, 1), np.float32), 32)  # D sure of every real: overfitting

@@ -1,6 +1,5 @@
 """One training path on two Keras backends: checkpoints that cross backends, TensorFlow kept off the JAX
-path, the NumPy MS-SSIM, and imports among the package's modules that run one way."""
-import ast
+path, and the NumPy MS-SSIM (the layering of the package: test_layering.py)."""
 import importlib.util
 import json
 import os
@@ -12,31 +11,11 @@ import numpy as np
 import pytest
 from widget_fixtures import make_scans
 
-from covgan_utils import images, scores
+from covgan_utils import sampling
+from covgan_utils.metrics import quality
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "covgan_utils"
-# Modules by layer: a module may import only from lower layers (data, models -> train -> sample -> metrics -> study -> cli).
-LAYERS = (
-    ("paths", "files", "console"),
-    ("config",),
-    ("data", "notebook"),
-    ("layers", "followup"),
-    ("stylegan", "fastgan"),
-    ("encoder", "images", "models", "augment", "checkpoints", "data_cli", "downstream"),
-    ("scores", "losses"),
-    ("steps", "guard", "tracking"),
-    ("train",),
-    ("release",),
-    ("sample",),
-    ("plots", "metrics", "project"),
-    ("calibration", "ablation", "autoencoder", "gpu_job", "inversion"),
-    ("direction", "progression"),
-    ("widget",),
-    ("cli",),
-    ("__main__",),
-)
-RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 BOTH_BACKENDS = all(importlib.util.find_spec(m) is not None for m in ("jax", "tensorflow"))
 
 
@@ -53,46 +32,12 @@ def _python(code_or_args, backend, timeout=900):
     return done.stdout
 
 
-def _covgan_imports(file):
-    """Names of covgan_utils modules imported anywhere in `file` (function-level imports included)."""
-    found = set()
-    for node in ast.walk(ast.parse(file.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module == "covgan_utils":
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("covgan_utils."):
-            found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("covgan_utils.")}
-    return found
-
-
-def test_every_module_has_a_layer_and_imports_only_downwards():
-    modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
-    assert set(modules) == set(RANK), f"place new modules in LAYERS: {sorted(set(modules) ^ set(RANK))}"
-    upward = [(m, dep) for m in modules for dep in sorted(_covgan_imports(PACKAGE / f"{m}.py")) if RANK[dep] >= RANK[m]]
-    assert upward == [], f"imports that do not go down a layer: {upward}"
-
-
-def test_each_module_imports_alone_in_dependency_order():
-    code = (
-        "import importlib, sys\n"
-        f"for name in {[n for names in LAYERS for n in names if n != '__main__']!r}:\n"
-        "    before = {m for m in sys.modules if m.startswith('covgan_utils.')}\n"
-        "    importlib.import_module('covgan_utils.' + name)\n"
-        "    print(name, sorted(m.split('.')[1] for m in set(sys.modules) - before if m.startswith('covgan_utils.')))\n"
-    )
-    for line in _python(code, "tensorflow").splitlines():
-        name, _, loaded = line.partition(" ")
-        newly = [m for m in ast.literal_eval(loaded) if m != name]
-        assert all(RANK[m] < RANK[name] for m in newly), f"importing {name} loaded {newly}"
-
-
 def test_numpy_ms_ssim_matches_tensorflow(blob_images):
     tf = pytest.importorskip("tensorflow")
     a, b = blob_images[:12], blob_images[12:24]
     expected = tf.image.ssim_multiscale(tf.constant((a + 1) / 2), tf.constant((b + 1) / 2), max_val=1.0, filter_size=7).numpy()
-    np.testing.assert_allclose(scores._ms_ssim_pairs(a, b), expected, atol=2e-5)
-    np.testing.assert_allclose(scores._ms_ssim_pairs(a, a), 1.0, atol=1e-6)
+    np.testing.assert_allclose(quality._ms_ssim_pairs(a, b), expected, atol=2e-5)
+    np.testing.assert_allclose(quality._ms_ssim_pairs(a, a), 1.0, atol=1e-6)
 
 
 @pytest.mark.skipif(not BOTH_BACKENDS, reason="needs both TensorFlow and JAX installed")
@@ -111,7 +56,7 @@ def test_a_run_started_on_one_backend_resumes_on_the_other(tmp_path, first, seco
         assert str(z["backend"]) == second and int(z["epoch"]) == 2
         assert int(z["d_opt/0000"]) == 2 * int(rows[0]["images_seen"]) // 10  # the step counter went on
     assert (run / "samples-000002.png").is_file()
-    out = _python(f"from covgan_utils import sample; import numpy as np; print(float(np.abs(sample.generate(sample.load_generator({str(run)!r}), range(4))).max()))", first)
+    out = _python(f"from covgan_utils import runs, sampling; import numpy as np; print(float(np.abs(sampling.generate(runs.load_generator({str(run)!r}), range(4))).max()))", first)
     assert 0.0 < float(out.split()[-1]) <= 1.0  # and the resumed run samples on the backend it started on
 
 
@@ -122,7 +67,6 @@ class NoTensorFlow(importlib.abc.MetaPathFinder):
         if name == "tensorflow" or name.startswith("tensorflow."):
             raise ImportError("tensorflow is not installed here")
 sys.meta_path.insert(0, NoTensorFlow())
-from covgan_utils import cli
 """
 
 
@@ -147,9 +91,9 @@ def test_the_jax_path_runs_with_tensorflow_unimportable(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs JAX")
 def test_importing_train_and_sample_under_jax_leaves_tensorflow_out():
-    code = "import sys\nimport covgan_utils.train, covgan_utils.sample, covgan_utils.metrics\nprint('tensorflow' in sys.modules)\n"
+    code = "import sys\nimport covgan_utils.training.loop, covgan_utils.sampling, covgan_utils.metrics.report\nprint('tensorflow' in sys.modules)\n"
     assert _python(code, "jax").split()[-1] == "False"
 
 
 def test_sample_noise_is_the_same_function_of_the_seed_everywhere():
-    np.testing.assert_array_equal(images.noise_for_seeds([5])[0], np.random.RandomState(5).randn(100).astype(np.float32))
+    np.testing.assert_array_equal(sampling.noise_for_seeds([5])[0], np.random.RandomState(5).randn(100).astype(np.float32))

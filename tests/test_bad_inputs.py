@@ -26,15 +26,19 @@ import pytest
 
 # hypothesis keeps a cache of the project's constants; keep it out of the checkout (read when first used)
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "covgan-hypothesis"))
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 import bad_inputs  # noqa: E402
 from bad_inputs import IMAGE_CASES, snapshot  # noqa: E402
 from conftest import make_blobs  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from widget_fixtures import make_scans  # noqa: E402
 
-from covgan_utils import autoencoder, checkpoints, cli, config, data, paths, release, train, widget  # noqa: E402
+from covgan_utils import checkpoints, cli, config, runs
+from covgan_utils.data import dataset, decoding, sources
+from covgan_utils.training import loop
+from covgan_utils.util import paths
+from covgan_utils.widget import autoencoder
+from covgan_utils.widget import server as server_lib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -54,9 +58,9 @@ def shared(tmp_path_factory):
     """Good inputs to copy and damage: synthetic scans, a 1-epoch smoke run, its release, an autoencoder run."""
     root = tmp_path_factory.mktemp("shared")
     scans = make_scans(root / "scans", n_patients=2)
-    run = train.train(config.get_preset("smoke", epochs=1), root / "run", images=make_blobs(), verbose=False)
+    run = loop.train(config.get_preset("smoke", epochs=1), root / "run", images=make_blobs(), verbose=False)
     rel = root / "release"
-    release.export_release(run, rel)
+    runs.export_release(run, rel)
     ae_config = autoencoder.get_config("smoke")
     ae_run = root / "ae"
     ae_run.mkdir()
@@ -120,12 +124,12 @@ def test_image_corpus(case, shared, tmp_path, capfd, monkeypatch):
     code, out, err, caught = run_cli(capfd, "data", "describe", "--data", folder, "--classes", "CT_COVID")
     with warnings.catch_warnings(record=True) as caught_folder:
         warnings.simplefilter("always")
-        images = data.load_folder(covid)
+        images = dataset.load_folder(covid)
     seconds = time.perf_counter() - start
     assert snapshot(folder) == before
     assert code == 0 and err.strip() == "", err  # no traceback, no libpng / libjpeg noise
-    assert max(decoded) <= data.MAX_IMAGE_PIXELS and seconds < 15
-    messages = one_line_warnings(caught + caught_folder, data.SkippedFilesWarning)
+    assert max(decoded) <= decoding.MAX_IMAGE_PIXELS and seconds < 15
+    messages = one_line_warnings(caught + caught_folder, decoding.SkippedFilesWarning)
     if outcome == "loaded":
         assert messages == [] and len(images) == n_good + 1
         assert images.dtype == np.float32 and np.abs(images).max() <= 1.0
@@ -149,7 +153,7 @@ def _data_input(kind, tmp):
         target.mkdir()
         (target / "README.txt").write_text("scans go here\n")
     elif kind == "only-bad":
-        for cls in data.CLASSES:
+        for cls in sources.CLASSES:
             (target / cls).mkdir(parents=True)
             bad_inputs.write_image_case(target / cls, "zero-byte")
             bad_inputs.write_image_case(target / cls, "truncated-png")
@@ -207,7 +211,7 @@ def test_data_inputs(kind, argv, expected, shared, tmp_path, capfd):
     assert_refused(code, err, *_fill(expected, **places))
     assert [snapshot(p) for p in watched] == before
     if kind == "only-bad":  # the skipped files are named too
-        messages = one_line_warnings(caught, data.SkippedFilesWarning)
+        messages = one_line_warnings(caught, decoding.SkippedFilesWarning)
         assert messages and all("zero.png (empty file" in m for m in messages)
 
 
@@ -369,7 +373,7 @@ RELEASE_CASES = {  # damage of models/release -> (file the error names, expected
 def test_damaged_release(damage, verb, shared, tmp_path, capfd):
     rel = paths.RELEASE_DIR
     shutil.copytree(shared["release"], rel)
-    gen, cfg = rel / release.WEIGHTS, rel / "config.json"
+    gen, cfg = rel / runs.WEIGHTS, rel / "config.json"
     if damage == "generator-garbage":
         gen.write_bytes(b"garbage weights")
     elif damage == "generator-truncated":
@@ -399,7 +403,7 @@ def _lambda_model(run, ae_config):
 
     marker = str(run / MARKER)
     _, encoder, decoder = autoencoder.build_autoencoder(ae_config)
-    image = keras.Input((data.IMAGE_SIZE, data.IMAGE_SIZE, 1), name="image")
+    image = keras.Input((decoding.IMAGE_SIZE, decoding.IMAGE_SIZE, 1), name="image")
     hooked = keras.layers.Lambda(lambda x: (open(marker, "w").close(), x)[1], name="hook")(image)
     keras.Model(image, decoder(encoder(hooked)), name="autoencoder").save(run / autoencoder.MODEL_FILE)
     (run / MARKER).unlink()  # written while the model was built; must not come back
@@ -517,13 +521,13 @@ TRAVERSAL_PATHS = [
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """A widget export served by `widget.start_server`, a secret next to it and symlinks pointing out."""
+    """A widget export served by `server_lib.start_server`, a secret next to it and symlinks pointing out."""
     root = tmp_path_factory.mktemp("serve")
     (root / "secret.txt").write_text("SECRET\n")
     folder = bad_inputs.tfjs_export(root / "widget")
     os.symlink(root / "secret.txt", folder / "link-out.txt")
     os.symlink("../../secret.txt", folder / "model" / "link-out.txt")
-    server, url = widget.start_server(folder)
+    server, url = server_lib.start_server(folder)
     yield root, server.server_address[1]
     server.shutdown()
 
@@ -597,7 +601,7 @@ def _mutated(seed):
 
 
 def _decoded_or_none(blob):
-    result = data.decode_image(blob)
+    result = decoding.decode_image(blob)
     assert result is None or (isinstance(result, np.ndarray) and result.shape == (128, 128) and result.dtype == np.float32
                                and np.all(np.abs(result) <= 1.0))
 

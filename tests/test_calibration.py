@@ -4,7 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from covgan_utils import calibration, cli, data
+from covgan_utils import cli
+from covgan_utils.data import decoding, sources
+from covgan_utils.metrics import calibration
 
 
 def test_degradations_keep_shape_and_range(blob_images):
@@ -31,8 +33,8 @@ def test_ladder_scores_degradations_worse_than_floor(blob_images):
 
 def test_calibrate_cli_on_real_scans(tmp_path, capsys):
     try:
-        data.find_data_dir()
-    except data.DataError:
+        sources.find_data_dir()
+    except decoding.DataError:
         pytest.skip("real COVID-CT data not available")
     out = tmp_path / "cal.json"
     assert cli.main(["calibrate", "--n", "20", "--out", str(out)]) == 0

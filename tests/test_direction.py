@@ -2,7 +2,11 @@
 import numpy as np
 import pytest
 
-from covgan_utils import direction, encoder, inversion, paths, project, release, sample, train
+from covgan_utils import cli, runs
+from covgan_utils.data import dataset
+from covgan_utils.inversion import direction, inversion_encoder, projection
+from covgan_utils.metrics import domain_encoder
+from covgan_utils.util import paths
 
 
 def test_boundary_normal_separates_two_clouds():
@@ -30,15 +34,15 @@ def test_monotonic_check_passes_rises_and_fails_shuffles_and_falls():
 
 
 def test_walking_non_covid_scans_towards_covid_raises_the_classifier_probability():
-    g = release.load_release()
-    cfg = sample.model_config(None)
-    inverter = inversion.load(paths.RELEASE_DIR / inversion.FILE, encoder.weights_digest(g))
+    g = runs.load_release()
+    cfg = runs.model_config(None)
+    inverter = inversion_encoder.load(paths.RELEASE_DIR / inversion_encoder.FILE, domain_encoder.weights_digest(g))
     assert inverter is not None, "the release ships the inversion encoder of its weights"
     covid, non_covid = direction.training_scans(cfg, n=None)  # every training scan of both classes, encoded
     d = direction.fit_direction(g, covid, non_covid, inverter=inverter)
     assert d["space"] == "z" and d["normal"].shape == (100,) and d["projection"] == "encoder"
     assert len(covid) + len(non_covid) > 900 and d["cv_accuracy"] > 0.7, d["cv_accuracy"]
-    _, _, val, labels = train.training_split(cfg.replace(classes=("CT_COVID", "CT_NonCOVID")))
+    _, _, val, labels = dataset.training_split(cfg.replace(classes=("CT_COVID", "CT_NonCOVID")))
     scans = val[np.flatnonzero(labels == 1)[::6][:6]]  # six unseen non-COVID scans of different patients
     walks = [direction.edit(g, scan, d, np.linspace(0.0, 10.0, 6), num_steps=60, starts=1) for scan in scans]
     p = np.stack([direction.covid_probability(w["frames"]) for w in walks])  # [6 scans, 6 strengths]
@@ -48,12 +52,11 @@ def test_walking_non_covid_scans_towards_covid_raises_the_classifier_probability
     assert direction.rises_monotonically(best) and best[-1] - best[0] > 0.2, p
     assert not direction.rises_monotonically(best[np.random.RandomState(1).permutation(len(best))])  # a shuffled path fails
     first = walks[int(np.argmax(rise))]
-    decoded = project.decoder(g, "z")(first["projection"]["latents"])  # strength 0 is the projection itself
+    decoded = projection.decoder(g, "z")(first["projection"]["latents"])  # strength 0 is the projection itself
     assert np.abs(np.clip(np.asarray(decoded), -1, 1) - first["frames"][:1]).max() < 1e-4
 
 
 def test_edit_on_the_command_line_answers_bad_input_in_one_line(tmp_path, capsys):
-    from covgan_utils import cli
 
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     for argv, message in (

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from covgan_utils import fastgan
+from covgan_utils.nets import fastgan
 
 G_WIDTHS = (16, 8, 8, 4, 4, 4)  # small: every test runs in seconds
 D_WIDTHS = (4, 8, 8, 16, 16)

@@ -1,10 +1,10 @@
-"""Scan times of the COVID-CT metadata (covgan_utils.followup): parsing, the table, the follow-up patients."""
+"""Scan times of the COVID-CT metadata (covgan_utils.data.followup): parsing, the table, the follow-up patients."""
 import csv
 
 import pytest
 
-from covgan_utils import data, followup
-from covgan_utils.followup import TimePoint, parse_time
+from covgan_utils.data import decoding, followup, sources
+from covgan_utils.data.followup import TimePoint, parse_time
 
 # Every distinct `Time` text of COVID-CT-MetaInfo.csv -> (day, anchor), or None when it gives no scan time.
 EXPECTED = {
@@ -86,16 +86,16 @@ EXPECTED_FOLLOWUPS = [
 @pytest.fixture(scope="module")
 def data_dir():
     try:
-        folder = data.find_data_dir()
-    except data.DataError as err:
+        folder = sources.find_data_dir()
+    except decoding.DataError as err:
         pytest.skip(f"no COVID-CT data folder found: {err}")
-    if folder.is_file() or not (folder / data.METADATA["CT_COVID"][0]).is_file():
-        pytest.skip(f"{folder} holds no {data.METADATA['CT_COVID'][0]} (a data cache has no metadata)")
+    if folder.is_file() or not (folder / sources.METADATA["CT_COVID"][0]).is_file():
+        pytest.skip(f"{folder} holds no {sources.METADATA['CT_COVID'][0]} (a data cache has no metadata)")
     return folder
 
 
 def _times_in_csv(folder):
-    with open(folder / data.METADATA["CT_COVID"][0], encoding="latin-1", newline="") as fh:
+    with open(folder / sources.METADATA["CT_COVID"][0], encoding="latin-1", newline="") as fh:
         return {row["Time"] or "" for row in csv.DictReader(fh)}
 
 
@@ -125,7 +125,7 @@ def test_time_table_rows_and_patient_ids(data_dir):
     table = followup.time_table(data_dir)
     assert len(table) == 349
     assert {tuple(sorted(r)) for r in table} == {("anchor", "day", "file", "patient", "present", "time")}
-    patient_of = data.read_patient_ids(data_dir, "CT_COVID")
+    patient_of = sources.read_patient_ids(data_dir, "CT_COVID")
     for row in table:
         assert row["patient"] == f"CT_COVID/{patient_of[row['file']]}"
         assert _as_expected(parse_time(row["time"])) == (None if row["anchor"] is None else (row["day"], row["anchor"]))

@@ -8,7 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from covgan_utils import data, gpu_job, paths
+from covgan_utils import cli, runs, sampling
+from covgan_utils.cli import studies as cli_studies
+from covgan_utils.data import dataset, decoding, sources
+from covgan_utils.studies import gpu_job
+from covgan_utils.util import paths
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tools" / "gpu_run.sh"
@@ -38,7 +42,7 @@ def test_prepare_then_run_returns_a_small_scored_generator(tmp_path):
     wheels = sorted(p.name for p in (bundle / "wheels").glob("*.whl"))
     assert [w.split("-")[0] for w in wheels] == ["keras", "namex", "optree", "typing_extensions"]
     assert "keras-3.10.0-" in wheels[0] and f"cp{pyver.replace('.', '')}" in wheels[2]
-    assert len(data.load_dataset(bundle / "covid-ct.npz", classes=data.CLASSES, flip=False)) == 40
+    assert len(dataset.load_dataset(bundle / "covid-ct.npz", classes=sources.CLASSES, flip=False)) == 40
 
     ran = _script("run", bundle, out, "--preset", "smoke", "--epochs", 1, "--n-eval", 16, "--run-dir", tmp_path / "run", backend=RUN_BACKEND)
     assert ran.returncode == 0, ran.stderr[-3000:]
@@ -57,9 +61,8 @@ def test_prepare_then_run_returns_a_small_scored_generator(tmp_path):
     prefix = pathlib.Path(job["keras_location"]).parent
     assert prefix.name.startswith("covgan-gpu-site.") and not prefix.exists()  # the bundled keras was used, then removed
 
-    from covgan_utils import release, sample
 
-    images = sample.generate(release.load_release(out), range(4))
+    images = sampling.generate(runs.load_release(out), range(4))
     assert images.shape == (4, 128, 128, 1) and np.isfinite(images).all()
 
 
@@ -100,7 +103,7 @@ def test_run_job_refuses_bad_input_before_training(tmp_path, monkeypatch):
     (tmp_path / "full" / "old.json").write_text("{}")
     not_cache = tmp_path / "scans.npz"
     not_cache.write_text("no")
-    with pytest.raises(data.DataError, match="scans.npz is not a COVID-CT data cache.*export-cache"):
+    with pytest.raises(decoding.DataError, match="scans.npz is not a COVID-CT data cache.*export-cache"):
         gpu_job.run_job(not_cache, tmp_path / "out", preset="smoke")
     with pytest.raises(ValueError, match="unknown preset"):
         gpu_job.run_job(not_cache, tmp_path / "out", preset="nope")
@@ -108,15 +111,14 @@ def test_run_job_refuses_bad_input_before_training(tmp_path, monkeypatch):
         gpu_job.run_job(not_cache, tmp_path / "out", preset="smoke", minutes=0)
     from widget_fixtures import make_scans
 
-    cache = data.export_cache(tmp_path / "c.npz", make_scans(tmp_path / "scans", n_patients=2, slices=1))
+    cache = dataset.export_cache(tmp_path / "c.npz", make_scans(tmp_path / "scans", n_patients=2, slices=1))
     with pytest.raises(ValueError, match="full is not empty"):
         gpu_job.run_job(cache, tmp_path / "full", preset="smoke")
     assert not (tmp_path / "out").exists()
 
 
 def test_gpu_job_is_a_cli_command():
-    from covgan_utils import cli
 
     args = cli.build_parser().parse_args(["gpu-job", "--data", "c.npz", "--out", "o", "--preset", "smoke", "--minutes", "2", "--epochs", "3"])
     assert (args.data, args.out, args.preset, args.minutes, args.epochs, args.n_eval) == ("c.npz", "o", "smoke", 2.0, 3, 500)
-    assert cli.load_handler(args.handler) is gpu_job._cli_gpu_job
+    assert args.handler is cli_studies.cmd_gpu_job and args.backend

@@ -4,7 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from covgan_utils import config, train
+from covgan_utils import checkpoints, config
+from covgan_utils.nets import families
+from covgan_utils.training import guard, loop
 
 
 class Inject(keras.callbacks.Callback):
@@ -39,21 +41,21 @@ def test_guard_trips_rolls_back_and_training_continues(tmp_path, blob_images, ac
     cfg = config.get_preset(
         "smoke", epochs=4, guard=True, guard_warmup=warmup, guard_patience=1, g_base_width=64, g_widths=(32, 16, 16, 8, 8)
     )
-    run = train.train(cfg, tmp_path / "run", images=blob_images, callbacks=[Inject(2, action)], verbose=False)
+    run = loop.train(cfg, tmp_path / "run", images=blob_images, callbacks=[Inject(2, action)], verbose=False)
     trips = [json.loads(line) for line in open(run / "guard.jsonl")]
     assert trips[0]["epoch"] == 2 and reason in trips[0]["reason"] and trips[0]["rolled_back_to"] == 1
     assert trips[0]["lr_g"] == pytest.approx(cfg.lr_g * cfg.guard_lr_factor)
     assert [json.loads(line)["epoch"] for line in open(run / "stats.jsonl")] == [1, 2, 3, 4]  # it went on
     final = np.load(run / "checkpoint-000004.npz")
     assert all(np.isfinite(final[k]).all() for k in final.files if final[k].dtype.kind == "f")
-    g = train.build_generator(cfg)
-    train.assign_group(g.variables, final, "g", "final")
+    g = families.generator_for(cfg)
+    checkpoints.assign_group(g.variables, final, "g", "final")
     assert np.abs(g.get_layer("project").kernel.numpy()).sum() > 0  # no longer broken
 
 
 def test_repeated_trips_compound_the_learning_rate_cut(tmp_path, blob_images):
     cfg = config.get_preset("smoke", epochs=4, guard=True, guard_warmup=10)
-    run = train.train(cfg, tmp_path / "run", images=blob_images, callbacks=[Inject([2, 3], _nan)], verbose=False)
+    run = loop.train(cfg, tmp_path / "run", images=blob_images, callbacks=[Inject([2, 3], _nan)], verbose=False)
     trips = [json.loads(line) for line in open(run / "guard.jsonl")]
     assert [t["epoch"] for t in trips] == [2, 3]
     assert [t["rolled_back_to"] for t in trips] == [1, 2]  # checkpoint 2 holds the weights restored after the first trip
@@ -61,7 +63,6 @@ def test_repeated_trips_compound_the_learning_rate_cut(tmp_path, blob_images):
 
 
 def test_rollback_skips_checkpoints_saved_while_the_failure_was_visible(tmp_path):
-    from covgan_utils import guard
 
     for epoch in (0, 10, 20):
         (tmp_path / f"checkpoint-{epoch:06d}.npz").write_bytes(b"")

@@ -3,8 +3,13 @@ import keras
 import numpy as np
 import pytest
 
-from covgan_utils import cli, config, direction, encoder, images, inversion, models, project, release, scores, train
-
+from covgan_utils import cli, config, runs
+from covgan_utils import sampling
+from covgan_utils.inversion import direction, inversion_encoder, projection
+from covgan_utils.metrics import domain_encoder
+from covgan_utils.metrics import quality
+from covgan_utils.nets import families
+from covgan_utils.training import loop
 
 ON_JAX = keras.backend.backend() == "jax"  # the JAX run of `make test` covers training, refinement and class walks
 tensorflow_only = pytest.mark.skipif(ON_JAX, reason="the same code path as the JAX cases above; run under TensorFlow")
@@ -12,88 +17,88 @@ tensorflow_only = pytest.mark.skipif(ON_JAX, reason="the same code path as the J
 
 @pytest.fixture(scope="module")
 def lean():
-    return models.generator_for(config.get_preset("smoke"))
+    return families.generator_for(config.get_preset("smoke"))
 
 
 @pytest.fixture(scope="module")
 def lean_cond():
-    return models.generator_for(config.get_preset("smoke", conditional=True, classes=("CT_COVID", "CT_NonCOVID")))
+    return families.generator_for(config.get_preset("smoke", conditional=True, classes=("CT_COVID", "CT_NonCOVID")))
 
 
 def _own_images(generator, n=32, label=None):
-    return images.generate(generator, range(100, 100 + n), label=label)  # [n, 128, 128, 1]
+    return sampling.generate(generator, range(100, 100 + n), label=label)  # [n, 128, 128, 1]
 
 
 @pytest.fixture(scope="module")
 def trained(lean):
-    return inversion.train_encoder(lean, _own_images(lean), epochs=6, batch_size=16, lr=2e-3, features=None, verbose=0)
+    return inversion_encoder.train_encoder(lean, _own_images(lean), epochs=6, batch_size=16, lr=2e-3, features=None, verbose=0)
 
 
 def test_encoder_learns_to_invert_the_generators_own_images(lean, trained):
     losses = trained["history"]["recon_loss"]
     assert trained["space"] == "z" and len(losses) == 6 and losses[-1] < losses[0], losses
-    latents = inversion.encode(trained, _own_images(lean, 5))
+    latents = inversion_encoder.encode(trained, _own_images(lean, 5))
     assert latents.shape == (5, 100) and np.isfinite(latents).all()
     assert lean.trainable  # the generator is frozen only while the encoder trains
 
 
 def test_saved_encoder_loads_for_the_same_weights_only(tmp_path, lean, trained):
     scans = _own_images(lean, 3)
-    digest = encoder.weights_digest(lean)
-    inversion.save(trained, tmp_path / inversion.FILE, digest)
-    loaded = inversion.load(tmp_path / inversion.FILE, digest)
-    np.testing.assert_allclose(inversion.encode(loaded, scans[:3]), inversion.encode(trained, scans[:3]), atol=0.05)  # float16 weights
-    assert inversion.load(tmp_path / inversion.FILE, "another generator") is None
-    assert inversion.load(tmp_path / "missing.npz") is None
+    digest = domain_encoder.weights_digest(lean)
+    inversion_encoder.save(trained, tmp_path / inversion_encoder.FILE, digest)
+    loaded = inversion_encoder.load(tmp_path / inversion_encoder.FILE, digest)
+    np.testing.assert_allclose(inversion_encoder.encode(loaded, scans[:3]), inversion_encoder.encode(trained, scans[:3]), atol=0.05)  # float16 weights
+    assert inversion_encoder.load(tmp_path / inversion_encoder.FILE, "another generator") is None
+    assert inversion_encoder.load(tmp_path / "missing.npz") is None
 
 
 def test_encoder_then_optimisation_starts_from_the_encoders_guess(lean):
-    g = release.load_release()
-    scans = images.generate(g, [21, 22, 23])
-    untrained = {"encoder": inversion.build_encoder((100,)), "offset": np.zeros(100, np.float32), "space": "z"}  # a poor first guess
-    guess = inversion.project_with("encoder", g, scans, untrained)
-    refined = inversion.project_with("encoder+optimise", g, scans, untrained, num_steps=40, starts=3, features=None)
-    np.testing.assert_allclose(guess["latents"], inversion.encode(untrained, scans), atol=1e-6)
+    g = runs.load_release()
+    scans = sampling.generate(g, [21, 22, 23])
+    untrained = {"encoder": inversion_encoder.build_encoder((100,)), "offset": np.zeros(100, np.float32), "space": "z"}  # a poor first guess
+    guess = inversion_encoder.project_with("encoder", g, scans, untrained)
+    refined = inversion_encoder.project_with("encoder+optimise", g, scans, untrained, num_steps=40, starts=3, features=None)
+    np.testing.assert_allclose(guess["latents"], inversion_encoder.encode(untrained, scans), atol=1e-6)
     assert refined["starts_chosen"].tolist() == [0, 0, 0]  # one start: the encoder's latents
-    before, after = scores.ms_ssim_paired(guess["images"], scans), scores.ms_ssim_paired(refined["images"], scans)
+    before, after = quality.ms_ssim_paired(guess["images"], scans), quality.ms_ssim_paired(refined["images"], scans)
     assert (after > before + 0.05).all(), (before, after)
     with pytest.raises(ValueError, match="initial latents have shape"):
-        project.project(lean, scans, num_steps=5, starts=1, init=np.zeros((2, 100)), features=None)
+        projection.project(lean, scans, num_steps=5, starts=1, init=np.zeros((2, 100)), features=None)
     with pytest.raises(ValueError, match="unknown projection method 'nearest'"):
-        inversion.project_with("nearest", g, scans, untrained)
+        inversion_encoder.project_with("nearest", g, scans, untrained)
 
 
 @tensorflow_only
 def test_style_encoders_answer_in_w_plus_around_the_average_w():
-    g = models.generator_for(config.get_preset("smoke-style"))
-    shape = inversion.latent_shape(g)
+    g = families.generator_for(config.get_preset("smoke-style"))
+    shape = inversion_encoder.latent_shape(g)
     assert shape == (17, 16)
-    trained = inversion.train_encoder(g, _own_images(g, 16), epochs=1, batch_size=16, features=None, verbose=0)
+    trained = inversion_encoder.train_encoder(g, _own_images(g, 16), epochs=1, batch_size=16, features=None, verbose=0)
     assert trained["space"] == "w+" and trained["offset"].shape == shape
-    assert inversion.encode(trained, _own_images(g, 2)).shape == (2,) + shape
+    assert inversion_encoder.encode(trained, _own_images(g, 2)).shape == (2,) + shape
 
 
 def test_conditional_encoders_need_the_class_of_each_training_scan(lean_cond):
     scans = _own_images(lean_cond, 16, label=1)
     with pytest.raises(ValueError, match="class label of every training image"):
-        inversion.train_encoder(lean_cond, scans, epochs=1, batch_size=16, features=None, verbose=0)
-    trained = inversion.train_encoder(lean_cond, scans, labels=np.ones(16, np.int32), epochs=1, batch_size=16, features=None, verbose=0)
-    assert inversion.encode(trained, scans[:2]).shape == (2, 100)
+        inversion_encoder.train_encoder(lean_cond, scans, epochs=1, batch_size=16, features=None, verbose=0)
+    trained = inversion_encoder.train_encoder(lean_cond, scans, labels=np.ones(16, np.int32), epochs=1, batch_size=16, features=None, verbose=0)
+    assert inversion_encoder.encode(trained, scans[:2]).shape == (2, 100)
     with pytest.raises(ValueError, match="at least batch_size=32"):
-        inversion.train_encoder(lean_cond, scans, labels=np.ones(16, np.int32), verbose=0)
+        inversion_encoder.train_encoder(lean_cond, scans, labels=np.ones(16, np.int32), verbose=0)
 
 
 def test_blending_the_class_embedding_moves_one_class_to_the_other(lean_cond):
-    z = images.noise_for_seeds([1, 2])
-    as_covid, as_other = images.generate_from_noise(lean_cond, z, label=0), images.generate_from_noise(lean_cond, z, label=1)
-    with images.blended_class(lean_cond, 1, 0, 0.0):
-        np.testing.assert_allclose(images.generate_from_noise(lean_cond, z, label=1), as_other, atol=1e-5)
-    with images.blended_class(lean_cond, 1, 0, 1.0):
-        np.testing.assert_allclose(images.generate_from_noise(lean_cond, z, label=1), as_covid, atol=1e-5)
-    with images.blended_class(lean_cond, 1, 0, 0.5):
-        half = images.generate_from_noise(lean_cond, z, label=1)
+    z = sampling.noise_for_seeds([1, 2])
+    as_covid, as_other = sampling.generate_from_noise(lean_cond, z, label=0), sampling.generate_from_noise(lean_cond, z, label=1)
+    with sampling.blended_class(lean_cond, 1, 0, 0.0):
+        np.testing.assert_allclose(sampling.generate_from_noise(lean_cond, z, label=1), as_other, atol=1e-5)
+    with sampling.blended_class(lean_cond, 1, 0, 1.0):
+        np.testing.assert_allclose(sampling.generate_from_noise(lean_cond, z, label=1), as_covid, atol=1e-5)
+    with sampling.blended_class(lean_cond, 1, 0, 0.5):
+        half = sampling.generate_from_noise(lean_cond, z, label=1)
     assert np.abs(half - as_other).max() > 1e-4 and np.abs(half - as_covid).max() > 1e-4
-    np.testing.assert_array_equal(images.generate_from_noise(lean_cond, z, label=1), as_other)  # weights restored
+    np.testing.assert_array_equal(sampling.generate_from_noise(lean_cond, z, label=1), as_other)  # weights restored
 
 
 def test_class_walk_starts_at_the_projection_and_ends_at_the_target_class(lean_cond):
@@ -102,16 +107,16 @@ def test_class_walk_starts_at_the_projection_and_ends_at_the_target_class(lean_c
     walk = direction.class_walk(lean_cond, scan, [0.0, 0.5, 1.0], source=1, target=0, num_steps=10, starts=1, features=None)
     assert walk["frames"].shape == (3, 128, 128, 1)
     np.testing.assert_allclose(walk["frames"][0], walk["projection"]["images"][0], atol=1e-5)
-    as_target = np.clip(images.generate_from_noise(lean_cond, walk["projection"]["latents"], label=0), -1, 1)
+    as_target = np.clip(sampling.generate_from_noise(lean_cond, walk["projection"]["latents"], label=0), -1, 1)
     np.testing.assert_allclose(walk["frames"][-1], as_target[0], atol=1e-5)
 
 
 def test_unconditional_and_style_generators_keep_the_boundary(lean):
     assert not direction.walks_class(lean)
     with pytest.raises(ValueError, match="needs a conditional generator"):
-        with images.blended_class(lean, 1, 0, 0.5):
+        with sampling.blended_class(lean, 1, 0, 0.5):
             pass
-    style_cond = models.generator_for(config.get_preset("smoke-style", conditional=True, classes=("CT_COVID", "CT_NonCOVID")))
+    style_cond = families.generator_for(config.get_preset("smoke-style", conditional=True, classes=("CT_COVID", "CT_NonCOVID")))
     assert not direction.walks_class(style_cond)
 
 
@@ -119,13 +124,13 @@ def test_unconditional_and_style_generators_keep_the_boundary(lean):
 def test_project_methods_and_the_class_walk_on_the_command_line(tmp_path, blob_images, capsys):
     cond = config.get_preset("smoke", epochs=1, conditional=True, classes=("CT_COVID", "CT_NonCOVID"))
     labels = np.arange(len(blob_images)) % 2
-    run = train.train(cond, tmp_path / "run", images=blob_images, labels=labels, verbose=False)
+    run = loop.train(cond, tmp_path / "run", images=blob_images, labels=labels, verbose=False)
     scan = tmp_path / "scan.png"
-    images.save_png(blob_images[0], scan)
+    sampling.save_png(blob_images[0], scan)
     argv = ["project", "--run", str(run), "--image", str(scan), "--out", str(tmp_path / "out"), "--steps", "6", "--starts", "1",
             "--method", "encoder+optimise", "--class", "non-covid"]
     assert cli.main(argv) == 0
-    assert (run / inversion.FILE).is_file() and "encoder+optimise" in capsys.readouterr().out  # trained once, cached beside the run
+    assert (run / inversion_encoder.FILE).is_file() and "encoder+optimise" in capsys.readouterr().out  # trained once, cached beside the run
     with np.load(tmp_path / "out" / "latents.npz") as z:
         assert z["latents"].shape == (1, 100)
     assert cli.main(["edit", "--run", str(run), "--image", str(scan), "--steps", "3", "--project-steps", "6", "--out", str(tmp_path / "walk.png")]) == 0

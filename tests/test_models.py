@@ -1,10 +1,12 @@
 import pytest
 
-from covgan_utils import models
+from covgan_utils import config
+from covgan_utils.nets import dcgan
+from covgan_utils.training import gan as gan_lib
 
 
 def test_paper_generator_matches_the_papers_code():
-    g = models.build_generator("paper")
+    g = dcgan.build_generator("paper")
     assert g.output_shape == (None, 128, 128, 1)
     assert g.count_params() == pytest.approx(287.6e6, rel=1e-3)
     dense = g.get_layer("dense_out")
@@ -13,7 +15,7 @@ def test_paper_generator_matches_the_papers_code():
 
 
 def test_paper_discriminator_halves_to_4x4():
-    d = models.build_discriminator("paper")
+    d = dcgan.build_discriminator("paper")
     assert d.output_shape == (None, 1)
     assert d.get_layer("down4_conv").output.shape[1:3] == (4, 4)
     assert all(d.get_layer(f"down{i}_drop").rate == 0.3 for i in range(5))
@@ -22,36 +24,35 @@ def test_paper_discriminator_halves_to_4x4():
 
 @pytest.mark.parametrize("upsample", ["transpose", "resize"])
 def test_lean_models_are_small_and_shaped(upsample):
-    g = models.build_generator("lean", widths=(64, 32, 16, 8, 8), base_width=128, upsample=upsample)
-    d = models.build_discriminator("lean", widths=(8, 16, 32, 64, 128), spectral_norm=True)
+    g = dcgan.build_generator("lean", widths=(64, 32, 16, 8, 8), base_width=128, upsample=upsample)
+    d = dcgan.build_discriminator("lean", widths=(8, 16, 32, 64, 128), spectral_norm=True)
     assert g.output_shape == (None, 128, 128, 1) and d.output_shape == (None, 1)
     assert g.count_params() < 2_000_000 and d.count_params() < 500_000
     assert g.layers[-1].kernel_size == (1, 1)  # per-pixel output layer
 
 
 def test_lean_generator_with_extra_convs_and_bilinear_upsampling():
-    g = models.build_generator("lean", widths=(16, 8, 8, 4, 4), base_width=16, upsample="bilinear", block_convs=2, out_kernel=3)
+    g = dcgan.build_generator("lean", widths=(16, 8, 8, 4, 4), base_width=16, upsample="bilinear", block_convs=2, out_kernel=3)
     assert g.output_shape == (None, 128, 128, 1)
     assert g.get_layer("up0_resize").interpolation == "bilinear"
     assert [g.get_layer(f"up{i}_extra1_conv").filters for i in range(5)] == [16, 8, 8, 4, 4]
     assert g.layers[-1].kernel_size == (3, 3)
     with pytest.raises(ValueError, match="out_kernel"):
-        models.build_generator("lean", out_kernel=5)
+        dcgan.build_generator("lean", out_kernel=5)
 
 
 def test_bad_arguments_name_the_choices():
     with pytest.raises(ValueError, match="choose from paper, lean, style, fastgan"):
-        models.build_generator("huge")
+        dcgan.build_generator("huge")
     with pytest.raises(ValueError, match="5 widths"):
-        models.build_generator("lean", widths=(8, 8))
+        dcgan.build_generator("lean", widths=(8, 8))
 
 
 def test_paper_gan_takes_a_training_step_on_cpu():
     import numpy as np
 
-    from covgan_utils import config, train
 
-    gan = train.GAN(config.get_preset("paper", batch_size=2))
+    gan = gan_lib.GAN(config.get_preset("paper", batch_size=2))
     gan.compile()
     logs = gan.train_step(np.zeros((2, 128, 128, 1), np.float32))
     assert np.isfinite(float(logs["g_loss"])) and np.isfinite(float(logs["d_loss"]))

@@ -3,6 +3,7 @@ import importlib.util
 import json
 import pathlib
 import sys
+
 import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -31,7 +32,7 @@ def test_every_notebook_has_the_shared_setup_cell_and_badge():
 
 
 def test_setup_starts_the_backend_and_reads_the_smoke_flag(monkeypatch):
-    from covgan_utils import notebook
+    from covgan_utils.util import notebook
 
     monkeypatch.setenv("COVGAN_SMOKE", "1")
     assert notebook.setup() is True and "keras" in sys.modules

@@ -1,7 +1,8 @@
 """Progression against real scans: the report's tables on the real follow-up patients (few steps: a smoke run of the real command)."""
 import numpy as np
 
-from covgan_utils import cli, progression
+from covgan_utils import cli
+from covgan_utils.studies import progression
 
 
 def test_nearest_training_image_is_the_pixel_nearest(blob_images):

@@ -3,71 +3,76 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covgan_utils import cli, config, images, models, project, release, scores, train
+from covgan_utils import cli, config, runs
+from covgan_utils import sampling
+from covgan_utils.inversion import projection
+from covgan_utils.metrics import quality
+from covgan_utils.nets import families
+from covgan_utils.training import loop
 
 
 def test_projecting_an_image_the_released_generator_made_recovers_it():
-    g = release.load_release()
-    targets, others = images.generate(g, [11, 12]), images.generate(g, [13, 14])
-    out = project.project(g, targets, num_steps=200, starts=4, seed=0, features=None)
+    g = runs.load_release()
+    targets, others = sampling.generate(g, [11, 12]), sampling.generate(g, [13, 14])
+    out = projection.project(g, targets, num_steps=200, starts=4, seed=0, features=None)
     assert out["space"] == "z" and out["latents"].shape == (2, 100)
-    recovered = scores.ms_ssim_paired(out["images"], targets)
+    recovered = quality.ms_ssim_paired(out["images"], targets)
     assert recovered.min() >= 0.95, recovered
-    assert scores.ms_ssim_paired(others, targets).max() < 0.8  # another seed's image is far: the test can fail
-    prior = project.latent_prior_report(out["latents"], "z")
+    assert quality.ms_ssim_paired(others, targets).max() < 0.8  # another seed's image is far: the test can fail
+    prior = projection.latent_prior_report(out["latents"], "z")
     assert prior["outside_p99"] == 0.0 and abs(prior["norm_mean"] - prior["prior_norm_mean"]) < 1.5
 
 
 def test_style_generators_are_projected_into_w_plus_deterministically():
-    g = models.generator_for(config.get_preset("smoke-style"))
-    targets = images.generate(g, [3])
-    first = project.project(g, targets, num_steps=40, starts=2, seed=5, features=None)
-    again = project.project(g, targets, num_steps=40, starts=2, seed=5, features=None)
+    g = families.generator_for(config.get_preset("smoke-style"))
+    targets = sampling.generate(g, [3])
+    first = projection.project(g, targets, num_steps=40, starts=2, seed=5, features=None)
+    again = projection.project(g, targets, num_steps=40, starts=2, seed=5, features=None)
     assert first["space"] == "w+" and first["latents"].shape == (1, 17, 16)
     np.testing.assert_array_equal(first["latents"], again["latents"])
-    start = project.initial_latents(g, "w+", 1, 0, 5)  # the average w
+    start = projection.initial_latents(g, "w+", 1, 0, 5)  # the average w
     decoded_start = np.clip(np.asarray(g.get_layer("synthesis")(start)), -1, 1)
-    assert scores.ms_ssim_paired(first["images"], targets)[0] > scores.ms_ssim_paired(decoded_start, targets)[0] + 0.1
-    assert set(project.latent_prior_report(first["latents"], "w+", g)) >= {"distance_mean", "prior_distance_p99", "outside_p99"}
+    assert quality.ms_ssim_paired(first["images"], targets)[0] > quality.ms_ssim_paired(decoded_start, targets)[0] + 0.1
+    assert set(projection.latent_prior_report(first["latents"], "w+", g)) >= {"distance_mean", "prior_distance_p99", "outside_p99"}
 
 
 def test_ms_ssim_loss_is_zero_for_identical_images_and_grows_with_noise(blob_images):
     a = blob_images[:4]
-    same = np.asarray(project.ms_ssim_loss(a, a))
-    noisy = np.asarray(project.ms_ssim_loss(a, np.clip(a + 0.3 * np.random.RandomState(0).randn(*a.shape), -1, 1).astype(np.float32)))
+    same = np.asarray(projection.ms_ssim_loss(a, a))
+    noisy = np.asarray(projection.ms_ssim_loss(a, np.clip(a + 0.3 * np.random.RandomState(0).randn(*a.shape), -1, 1).astype(np.float32)))
     assert np.abs(same).max() < 1e-5 and (noisy > 0.05).all()
 
 
 def test_walks_have_the_projections_as_endpoints():
     a, b = np.full((3, 4), 0.5, np.float32), np.ones((3, 4), np.float32)
     for mode in ("linear", "slerp"):
-        path = project.walk(a, b + 1, 5, mode)
+        path = projection.walk(a, b + 1, 5, mode)
         assert path.shape == (5, 3, 4)
         np.testing.assert_allclose(path[0], a, atol=1e-6)
         np.testing.assert_allclose(path[-1], b + 1, atol=1e-6)
     with pytest.raises(ValueError, match="at least 2"):
-        project.walk(a, b, 1)
+        projection.walk(a, b, 1)
 
 
 def test_progression_strip_ends_are_the_projections_of_the_inputs(tmp_path, blob_images):
-    g = release.load_release()
-    result = project.progression(g, blob_images[0], blob_images[1], steps=4, num_steps=10, starts=1, features=None)
+    g = runs.load_release()
+    result = projection.progression(g, blob_images[0], blob_images[1], steps=4, num_steps=10, starts=1, features=None)
     np.testing.assert_allclose(result["frames"][[0, -1]], result["projection"]["images"], atol=1e-5)
-    assert project.save_progression(result, tmp_path / "p.png") == tmp_path / "p.png"
+    assert projection.save_progression(result, tmp_path / "p.png") == tmp_path / "p.png"
     assert Image.open(tmp_path / "p.png").size[0] > 6 * 128  # real A, 4 frames, real B
-    project.save_progression(result, tmp_path / "p.gif")
+    projection.save_progression(result, tmp_path / "p.gif")
     assert Image.open(tmp_path / "p.gif").size == (3 * 128, 128)  # real A | frame | real B
 
 
 def _write_scans(folder, blob_images, names):
     folder.mkdir(parents=True, exist_ok=True)
     for name, image in zip(names, blob_images):
-        images.save_png(image, folder / name)
+        sampling.save_png(image, folder / name)
     return [folder / n for n in names]
 
 
 def test_project_and_progress_on_the_command_line(tmp_path, blob_images, capsys):
-    run = train.train(config.get_preset("smoke", epochs=1), tmp_path / "run", images=blob_images, verbose=False)
+    run = loop.train(config.get_preset("smoke", epochs=1), tmp_path / "run", images=blob_images, verbose=False)
     scans = _write_scans(tmp_path / "scans", blob_images, ["a.png", "b.png"])
     argv = ["project", "--run", str(run), "--image", *map(str, scans), "--out", str(tmp_path / "out"), "--steps", "6", "--starts", "1"]
     assert cli.main(argv) == 0

@@ -14,11 +14,13 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import assert_same_state, make_blobs
 
-from covgan_utils import checkpoints, cli, config, paths, release, sample, train
+from covgan_utils import checkpoints, cli, config, runs
 from covgan_utils.checkpoints import CorruptCheckpointError, CorruptCheckpointWarning
+from covgan_utils.training import gan as gan_lib
+from covgan_utils.training import loop
+from covgan_utils.util import paths
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -27,7 +29,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 def base_run(tmp_path_factory):
     """A smoke run of 3 epochs: checkpoint-000002.npz and checkpoint-000003.npz (keep 2)."""
     cfg = config.get_preset("smoke", epochs=3, ema_decay=0.9)
-    return train.train(cfg, tmp_path_factory.mktemp("base") / "run", images=make_blobs(), verbose=False)
+    return loop.train(cfg, tmp_path_factory.mktemp("base") / "run", images=make_blobs(), verbose=False)
 
 
 @pytest.fixture
@@ -55,12 +57,12 @@ def test_resume_skips_a_truncated_newest_checkpoint_and_continues_exactly(run, b
     _truncate(run / "checkpoint-000003.npz")
     cfg = config.Config.load(run).replace(epochs=4)
     with pytest.warns(CorruptCheckpointWarning, match="checkpoint-000003.npz"):
-        train.train(cfg, run, images=make_blobs(), resume=True, verbose=False)
+        loop.train(cfg, run, images=make_blobs(), resume=True, verbose=False)
     assert (run / "checkpoint-000003.npz.corrupt").is_file()  # set aside, no longer a checkpoint
     assert [p.name for p in checkpoints.numbered(run)] == ["checkpoint-000003.npz", "checkpoint-000004.npz"]
     assert _epochs(run / "stats.jsonl") == [1, 2, 3, 4]
     # epoch 3 was trained again from checkpoint 2: the same state as resuming from the intact checkpoint 3
-    reference = train.train(cfg, shutil.copytree(base_run, tmp_path / "reference"), images=make_blobs(), resume=True, verbose=False)
+    reference = loop.train(cfg, shutil.copytree(base_run, tmp_path / "reference"), images=make_blobs(), resume=True, verbose=False)
     with np.load(run / "checkpoint-000004.npz") as a, np.load(reference / "checkpoint-000004.npz") as b:
         assert a.files == b.files
         for key in a.files:
@@ -70,7 +72,7 @@ def test_resume_skips_a_truncated_newest_checkpoint_and_continues_exactly(run, b
 def test_resume_skips_a_zero_byte_checkpoint(run):
     (run / "checkpoint-000003.npz").write_bytes(b"")
     with pytest.warns(CorruptCheckpointWarning, match=r"checkpoint-000003\.npz.*empty file"):
-        train.train(config.Config.load(run), run, images=make_blobs(), resume=True, verbose=False)
+        loop.train(config.Config.load(run), run, images=make_blobs(), resume=True, verbose=False)
     assert _epochs(run / "stats.jsonl") == [1, 2, 3]
     assert checkpoints.latest_checkpoint(run).name == "checkpoint-000003.npz"
 
@@ -79,7 +81,7 @@ def test_no_loadable_checkpoint_is_a_one_line_error_naming_the_run(run):
     _truncate(run / "checkpoint-000003.npz")
     (run / "checkpoint-000002.npz").write_bytes(b"not a zip file at all")
     with pytest.warns(CorruptCheckpointWarning), pytest.raises(ValueError) as err:
-        train.train(config.Config.load(run), run, images=make_blobs(), resume=True, verbose=False)
+        loop.train(config.Config.load(run), run, images=make_blobs(), resume=True, verbose=False)
     message = str(err.value)
     assert "\n" not in message and str(run) in message and "start a new run folder" in message
     assert len(checkpoints.numbered(run)) == 2  # nothing renamed or deleted when nothing loads
@@ -87,7 +89,7 @@ def test_no_loadable_checkpoint_is_a_one_line_error_naming_the_run(run):
 
 @pytest.mark.parametrize("damage", ["shape", "missing", "bitflip"])
 def test_a_damaged_checkpoint_assigns_nothing(run, tmp_path, damage):
-    gan = train.GAN(config.Config.load(run))
+    gan = gan_lib.GAN(config.Config.load(run))
     gan.compile()
     groups = gan.state_groups()
     before = {g: [np.array(v.numpy()) for v in vs] for g, vs in groups.items()}
@@ -119,8 +121,8 @@ def test_a_damaged_checkpoint_assigns_nothing(run, tmp_path, damage):
 def test_sampling_latest_falls_back_with_a_warning(run):
     _truncate(run / "checkpoint-000003.npz", 0.9)
     with pytest.warns(CorruptCheckpointWarning, match="checkpoint-000003.npz"):
-        generator = sample.load_generator(run, "latest")
-    for a, b in zip(_weights(generator), _weights(sample.load_generator(run, 2))):
+        generator = runs.load_generator(run, "latest")
+    for a, b in zip(_weights(generator), _weights(runs.load_generator(run, 2))):
         np.testing.assert_array_equal(a, b)
     assert (run / "checkpoint-000003.npz").is_file()  # sampling never changes the run folder
 
@@ -130,7 +132,7 @@ def test_damaged_best_checkpoint_is_a_clear_error(run, tmp_path, capsys):
     shutil.copy(run / "checkpoint-000003.npz", best)
     _truncate(best)
     with pytest.raises(CorruptCheckpointError) as err:
-        sample.load_generator(run, "best")
+        runs.load_generator(run, "best")
     message = str(err.value)
     assert "\n" not in message and "checkpoint-best.npz" in message and "use --checkpoint latest" in message
     assert cli.main(["sample", "--run", str(run), "--checkpoint", "best", "--n", "1", "--out", str(tmp_path / "out")]) == 2
@@ -138,14 +140,14 @@ def test_damaged_best_checkpoint_is_a_clear_error(run, tmp_path, capsys):
     assert len(lines) == 1 and "checkpoint-best.npz" in lines[0] and "--checkpoint latest" in lines[0]
     with pytest.raises(CorruptCheckpointError, match="another epoch"):
         (run / "checkpoint-000002.npz").write_bytes(b"")
-        sample.load_generator(run, 2)
+        runs.load_generator(run, 2)
 
 
 def test_damaged_release_is_a_clear_error(tmp_path):
     shutil.copy(paths.RELEASE_DIR / "config.json", tmp_path / "config.json")
-    (tmp_path / release.WEIGHTS).write_bytes((paths.RELEASE_DIR / release.WEIGHTS).read_bytes()[:5000])
+    (tmp_path / runs.WEIGHTS).write_bytes((paths.RELEASE_DIR / runs.WEIGHTS).read_bytes()[:5000])
     with pytest.raises(CorruptCheckpointError) as err:
-        release.load_release(tmp_path)
+        runs.load_release(tmp_path)
     message = str(err.value)
     assert "\n" not in message and "generator.npz" in message
     assert "git checkout models/release" in message and "--run" in message
@@ -161,8 +163,8 @@ def test_temp_files_of_a_killed_write_are_never_checkpoints(run):
     assert [p.name for p in checkpoints.numbered(run)] == ["checkpoint-000002.npz", "checkpoint-000003.npz"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", CorruptCheckpointWarning)
-        sample.load_generator(run, "latest")
-        train.train(config.Config.load(run).replace(epochs=4), run, images=make_blobs(), resume=True, verbose=False)
+        runs.load_generator(run, "latest")
+        loop.train(config.Config.load(run).replace(epochs=4), run, images=make_blobs(), resume=True, verbose=False)
     assert not any(file.exists() for file in stray)  # cleaned on resume
     assert checkpoints.latest_checkpoint(run).name == "checkpoint-000004.npz"
 
@@ -266,7 +268,7 @@ def test_training_survives_sigkill_at_random_moments(tmp_path):
         found = checkpoints.numbered(run)
         assert found, "no checkpoint after a kill"
         if gan is None:
-            gan = train.GAN(config.Config.load(run))
+            gan = gan_lib.GAN(config.Config.load(run))
             gan.compile()
         for file in found:  # every checkpoint on disk loads completely (no truncated or half-renamed file)
             assert checkpoints.load_state(file, gan.state_groups()) == checkpoints.epoch_of(file)

@@ -2,18 +2,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covgan_utils import cli, config, sample, train
+from covgan_utils import cli, config, runs, sampling
+from covgan_utils.metrics import quality
+from covgan_utils.training import loop
+from covgan_utils.util import paths
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     rng = np.random.RandomState(0)
     images = np.tanh(rng.randn(20, 128, 128, 1)).astype(np.float32)
-    return train.train(config.get_preset("smoke", epochs=1), tmp_path_factory.mktemp("r") / "run", images=images, verbose=False)
+    return loop.train(config.get_preset("smoke", epochs=1), tmp_path_factory.mktemp("r") / "run", images=images, verbose=False)
 
 
 def test_noise_is_addressed_by_seed():
-    z = sample.noise_for_seeds([3, 7])
+    z = sampling.noise_for_seeds([3, 7])
     np.testing.assert_array_equal(z[1], np.random.RandomState(7).randn(100).astype(np.float32))
 
 
@@ -23,26 +26,26 @@ def test_sample_cli_writes_seed_named_8bit_pngs(run, tmp_path):
     assert files == ["seed5.png", "seed6.png", "seed7.png"]
     image = Image.open(tmp_path / "s" / "seed6.png")
     assert image.mode == "L" and image.size == (128, 128)
-    expected = sample.generate(sample.load_generator(run), [6])[0]
+    expected = sampling.generate(runs.load_generator(run), [6])[0]
     np.testing.assert_allclose(np.asarray(image) / 127.5 - 1, expected[..., 0], atol=1 / 127.5 + 1e-6)
 
 
 @pytest.mark.parametrize("mode", ["linear", "slerp"])
 def test_interpolation_endpoints_are_the_seed_samples(run, mode):
-    g = sample.load_generator(run)
-    frames = sample.interpolate(g, 11, 12, steps=5, mode=mode)
-    ends = sample.generate(g, [11, 12])
+    g = runs.load_generator(run)
+    frames = sampling.interpolate(g, 11, 12, steps=5, mode=mode)
+    ends = sampling.generate(g, [11, 12])
     assert frames.shape == (5, 128, 128, 1)
     np.testing.assert_allclose(frames[0], ends[0], atol=1e-5)
     np.testing.assert_allclose(frames[-1], ends[1], atol=1e-5)
 
 
 def test_slerp_keeps_the_norm_on_the_sphere():
-    a, b = sample.noise_for_seeds([1, 2])
-    path = sample.slerp(a, b, 9)
+    a, b = sampling.noise_for_seeds([1, 2])
+    path = sampling.slerp(a, b, 9)
     norms = np.linalg.norm(path, axis=1)
     assert norms.min() > 0.9 * min(np.linalg.norm(a), np.linalg.norm(b))
-    assert np.linalg.norm(sample.lerp(a, b, 9)[4]) < norms[4]
+    assert np.linalg.norm(sampling.lerp(a, b, 9)[4]) < norms[4]
 
 
 @pytest.mark.parametrize("suffix", [".png", ".gif"])
@@ -73,32 +76,29 @@ def test_cli_rejects_bad_argument_types():
 
 
 def test_release_export_round_trip_is_float16_and_code_free(run, tmp_path):
-    from covgan_utils import release
 
-    weights = release.export_release(run, tmp_path / "release")
+    weights = runs.export_release(run, tmp_path / "release")
     with np.load(weights, allow_pickle=False) as z:  # plain arrays only
         assert {z[k].dtype for k in z.files} <= {np.dtype("float16"), np.dtype("int64"), np.dtype("uint32"), np.dtype("int32")}
-    g = release.load_release(tmp_path / "release")
-    expected = sample.generate(sample.load_generator(run), [0, 1])
-    np.testing.assert_allclose(sample.generate(g, [0, 1]), expected, atol=0.02)
+    g = runs.load_release(tmp_path / "release")
+    expected = sampling.generate(runs.load_generator(run), [0, 1])
+    np.testing.assert_allclose(sampling.generate(g, [0, 1]), expected, atol=0.02)
     with pytest.raises(FileNotFoundError, match="no released model"):
-        release.load_release(tmp_path / "nothing")
+        runs.load_release(tmp_path / "nothing")
 
 
 def test_committed_release_loads_by_default_and_is_not_blank():
-    from covgan_utils import metrics, paths
 
     if not (paths.RELEASE_DIR / "generator.npz").is_file():
         pytest.skip("no released model in this checkout")
-    images = sample.generate(sample.load_generator(), range(8))  # no run: the released model
+    images = sampling.generate(runs.load_generator(), range(8))  # no run: the released model
     assert images.shape == (8, 128, 128, 1) and -1.0 <= images.min() and images.max() <= 1.0
-    assert metrics.blank_fraction(images) == 0.0 and metrics.duplicate_fraction(images) == 0.0
+    assert quality.blank_fraction(images) == 0.0 and quality.duplicate_fraction(images) == 0.0
 
 
 def test_cli_answers_help_and_bad_arguments_before_importing_keras(tmp_path):
     import subprocess
     import sys
-    import time
 
     code = (
         "import sys, time\nfrom covgan_utils import cli\nstart = time.time()\n"

@@ -1,11 +1,11 @@
-"""StyleGAN2-style generator and residual discriminator (covgan_utils.stylegan) on the running Keras backend:
+"""StyleGAN2-style generator and residual discriminator (covgan_utils.nets.stylegan) on the running Keras backend:
 shapes, determinism, noise, demodulation, W+, truncation, minibatch standard deviation and gradients."""
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from covgan_utils import layers, stylegan
+from covgan_utils.nets import layers, stylegan
 
 G_WIDTHS = (8, 8, 8, 4, 4, 4)
 D_WIDTHS = (4, 4, 8, 8, 8, 8)

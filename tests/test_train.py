@@ -2,10 +2,11 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import assert_same_state
 
-from covgan_utils import config, plots, sample, train
+from covgan_utils import checkpoints, cli, config, plots, runs, sampling
+from covgan_utils.training import gan as gan_lib
+from covgan_utils.training import loop
 
 
 def _strip(path):
@@ -13,7 +14,7 @@ def _strip(path):
 
 
 def test_smoke_run_writes_the_run_folder(tmp_path, blob_images):
-    run = train.train(config.get_preset("smoke"), tmp_path / "run", images=blob_images, verbose=False)
+    run = loop.train(config.get_preset("smoke"), tmp_path / "run", images=blob_images, verbose=False)
     names = {p.name for p in run.iterdir()}
     assert {"config.json", "stats.jsonl", "samples-000001.png", "samples-000002.png", "checkpoint-000002.npz"} <= names
     rows = _strip(run / "stats.jsonl")
@@ -27,10 +28,10 @@ def test_smoke_run_writes_the_run_folder(tmp_path, blob_images):
 @pytest.mark.parametrize("extra", [{}, {"augment": "translation,cutout,brightness,contrast", "ada_target": 0.6, "ema_decay": 0.9, "r1_gamma": 1.0, "r1_every": 2, "loss": "non-saturating", "g_steps": 2}])
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, blob_images, extra):
     cfg = config.get_preset("smoke", epochs=4, **extra)
-    whole = train.train(cfg, tmp_path / "whole", images=blob_images, verbose=False)
-    part = train.train(cfg.replace(epochs=2), tmp_path / "part", images=blob_images, verbose=False)
-    assert train.latest_checkpoint(part).name == "checkpoint-000002.npz"
-    part = train.train(cfg, part, images=blob_images, resume=True, verbose=False)
+    whole = loop.train(cfg, tmp_path / "whole", images=blob_images, verbose=False)
+    part = loop.train(cfg.replace(epochs=2), tmp_path / "part", images=blob_images, verbose=False)
+    assert checkpoints.latest_checkpoint(part).name == "checkpoint-000002.npz"
+    part = loop.train(cfg, part, images=blob_images, resume=True, verbose=False)
     a, b = np.load(whole / "checkpoint-000004.npz"), np.load(part / "checkpoint-000004.npz")
     assert a.files == b.files
     for key in a.files:
@@ -44,9 +45,9 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, blob_images, extra):
 
 def test_resume_takes_the_new_time_budget_and_checkpoints_where_it_stops(tmp_path, blob_images):
     cfg = config.get_preset("smoke", epochs=1, checkpoint_every=100)
-    run = train.train(cfg, tmp_path / "run", images=blob_images, verbose=False)
-    run = train.train(cfg.replace(epochs=50, time_budget_minutes=1e-6), run, images=blob_images, resume=True, verbose=False)
-    assert train.latest_checkpoint(run).name == "checkpoint-000002.npz"  # one epoch past the budget, saved on stop
+    run = loop.train(cfg, tmp_path / "run", images=blob_images, verbose=False)
+    run = loop.train(cfg.replace(epochs=50, time_budget_minutes=1e-6), run, images=blob_images, resume=True, verbose=False)
+    assert checkpoints.latest_checkpoint(run).name == "checkpoint-000002.npz"  # one epoch past the budget, saved on stop
     saved = config.Config.load(run)
     assert (saved.epochs, saved.time_budget_minutes, saved.checkpoint_every) == (50, 1e-6, 100)
 
@@ -54,21 +55,21 @@ def test_resume_takes_the_new_time_budget_and_checkpoints_where_it_stops(tmp_pat
 @pytest.mark.parametrize("loss", ["bce", "non-saturating", "hinge", "wgan-gp"])
 def test_losses_train_and_stay_finite(tmp_path, blob_images, loss):
     cfg = config.get_preset("smoke", loss=loss, epochs=1, spectral_norm=loss == "hinge", label_smoothing=0.1 if loss == "bce" else 0.0)
-    run = train.train(cfg, tmp_path / loss, images=blob_images, verbose=False)
+    run = loop.train(cfg, tmp_path / loss, images=blob_images, verbose=False)
     row = _strip(run / "stats.jsonl")[-1]
     assert np.isfinite(row["g_loss"]) and np.isfinite(row["d_loss"])
 
 
 def test_existing_run_is_not_overwritten_without_resume(tmp_path, blob_images):
-    run = train.train(config.get_preset("smoke", epochs=1), tmp_path / "run", images=blob_images, verbose=False)
+    run = loop.train(config.get_preset("smoke", epochs=1), tmp_path / "run", images=blob_images, verbose=False)
     with pytest.raises(ValueError, match="--resume"):
-        train.train(config.get_preset("smoke"), run, images=blob_images, verbose=False)
+        loop.train(config.get_preset("smoke"), run, images=blob_images, verbose=False)
 
 
 def test_run_folders_are_numbered(tmp_path):
-    assert train.new_run_dir("quick", tmp_path).name == "00000-quick"
-    assert train.new_run_dir("paper", tmp_path).name == "00001-paper"
-    assert train.latest_run("quick", tmp_path).name == "00000-quick"
+    assert runs.new_run_dir("quick", tmp_path).name == "00000-quick"
+    assert runs.new_run_dir("paper", tmp_path).name == "00001-paper"
+    assert runs.latest_run(preset="quick", root=tmp_path).name == "00000-quick"
 
 
 def test_unknown_preset_and_field():
@@ -80,16 +81,16 @@ def test_unknown_preset_and_field():
 
 def test_time_budget_stops_early_and_checkpoints(tmp_path, blob_images):
     cfg = config.get_preset("smoke", epochs=50, time_budget_minutes=1e-4, checkpoint_every=10)
-    run = train.train(cfg, tmp_path / "run", images=blob_images, verbose=False)
+    run = loop.train(cfg, tmp_path / "run", images=blob_images, verbose=False)
     assert [json.loads(line)["epoch"] for line in open(run / "stats.jsonl")] == [1]
-    assert train.latest_checkpoint(run).name == "checkpoint-000001.npz"
+    assert checkpoints.latest_checkpoint(run).name == "checkpoint-000001.npz"
 
 
 def test_ema_batchnorm_statistics_fit_the_averaged_weights():
-    gan = train.GAN(config.get_preset("smoke", ema_decay=0.9))
+    gan = gan_lib.GAN(config.get_preset("smoke", ema_decay=0.9))
     kernel = gan.ema_generator.get_layer("project").kernel
     kernel.assign(kernel * 3.0)  # averaged weights whose activations the live statistics do not describe
-    z = sample.noise_for_seeds(range(train.EMA_STATS_SEED, train.EMA_STATS_SEED + 256), 100)
+    z = sampling.noise_for_seeds(range(gan_lib.EMA_STATS_SEED, gan_lib.EMA_STATS_SEED + 256), 100)
     stale = np.asarray(gan.ema_generator(z, training=False))
     gan.refresh_ema_batchnorm()
     fitted = np.asarray(gan.ema_generator(z, training=False))
@@ -111,7 +112,6 @@ def test_set_overrides_parse_by_field_type():
 def test_cli_set_writes_the_changed_config(tmp_path, capsys):
     from widget_fixtures import make_scans
 
-    from covgan_utils import cli
 
     scans = make_scans(tmp_path / "scans", n_patients=10)  # no dependence on the real data copy
     run = tmp_path / "run"
@@ -126,22 +126,21 @@ def test_runs_started_at_once_get_distinct_numbered_folders(tmp_path):
     import concurrent.futures
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        made = list(pool.map(lambda i: train.new_run_dir(("quick", "best")[i % 2], tmp_path), range(16)))
+        made = list(pool.map(lambda i: runs.new_run_dir(("quick", "best")[i % 2], tmp_path), range(16)))
     assert sorted(int(p.name[:5]) for p in made) == list(range(16))
 
 
 def test_resume_refuses_another_preset_or_architecture(tmp_path, blob_images):
-    run = train.train(config.get_preset("smoke", epochs=1), tmp_path / "run", images=blob_images, verbose=False)
+    run = loop.train(config.get_preset("smoke", epochs=1), tmp_path / "run", images=blob_images, verbose=False)
     with pytest.raises(ValueError, match="preset 'smoke' \\(asked: 'quick'\\)"):
-        train.train(config.get_preset("quick", epochs=2), run, images=blob_images, resume=True, verbose=False)
+        loop.train(config.get_preset("quick", epochs=2), run, images=blob_images, resume=True, verbose=False)
     with pytest.raises(ValueError, match="g_widths"):
-        train.train(config.get_preset("smoke", epochs=2, g_widths=(8, 8, 8, 4, 4)), run, images=blob_images, resume=True, verbose=False)
+        loop.train(config.get_preset("smoke", epochs=2, g_widths=(8, 8, 8, 4, 4)), run, images=blob_images, resume=True, verbose=False)
 
 
 def test_cli_resume_takes_the_runs_own_config(tmp_path, capsys):
     from widget_fixtures import make_scans
 
-    from covgan_utils import cli
 
     scans = make_scans(tmp_path / "scans", n_patients=10)
     run = tmp_path / "run"

@@ -5,11 +5,12 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-
-from covgan_utils import autoencoder as ae
-from covgan_utils import paths, project, widget
-
 from widget_fixtures import FAST_PROJECTION, smoke_run, tiny_gan, tiny_generator_images
+
+from covgan_utils.inversion import projection
+from covgan_utils.util import paths
+from covgan_utils.widget import autoencoder, export
+from covgan_utils.widget import server as server_lib
 
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -24,7 +25,7 @@ def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("widget")
     run = smoke_run(tmp)
     fake = tiny_generator_images(6)
-    out = widget.export_widget(run, gan=fake, out_dir=tmp / "latent_widget", verbose=0)
+    out = export.export_widget(run, gan=fake, out_dir=tmp / "latent_widget", verbose=0)
     return run, out
 
 
@@ -38,7 +39,7 @@ def browser():
 
 
 def open_widget(browser, folder):
-    server, url = widget.start_server(folder)
+    server, url = server_lib.start_server(folder)
     page = browser.new_page(viewport={"width": 1300, "height": 720})
     messages = []
     page.on("console", lambda m: messages.append((m.type, m.text)))
@@ -50,8 +51,8 @@ def open_widget(browser, folder):
 
 def test_widget_decodes_like_keras(exported, browser):
     run, out = exported
-    _, _, decoder = ae.load_autoencoder(run)
-    latents = np.load(run / ae.LATENTS_FILE)
+    _, _, decoder = autoencoder.load_autoencoder(run)
+    latents = np.load(run / autoencoder.LATENTS_FILE)
     server, page, messages = open_widget(browser, out)
     try:
         assert page.evaluate("window.covganWidget.state.error") is None
@@ -100,7 +101,7 @@ def exported_paths(exported):
     scans = sorted((run.parent / "scans" / "CT_COVID").glob("*.png"))
     generator = tiny_gan()
     pairs = [(scans[0], scans[5]), (0, "pat13_2.png")]
-    folder = widget.export_widget(run, gan=None, out_dir=out.parent / "latent_widget_paths", verbose=0, project=3,
+    folder = export.export_widget(run, gan=None, out_dir=out.parent / "latent_widget_paths", verbose=0, project=3,
                                   progression=pairs, generator=generator, path_steps=5, **FAST_PROJECTION)
     return folder, generator, scans
 
@@ -147,9 +148,9 @@ def test_widget_draws_projections_and_the_chosen_progression(exported_paths, bro
         cell = sprite[r * size:(r + 1) * size, c * size:(c + 1) * size]
         shown = np.array(page.evaluate(f"{api}.tooltipPixels()"), np.int32).reshape(2 * size, 2 * size)
         np.testing.assert_array_equal(shown, np.repeat(np.repeat(cell, 2, 0), 2, 1))  # 32x32 cell drawn at 64x64
-        images = project.read_images([scans[0], scans[5]])
-        frames = project.progression(generator, images[0], images[1], 5, num_steps=5, starts=1, features=None, seed=0)["frames"]
-        expected = widget._thumbnails(frames[step:step + 1])[:size, :size]  # the frame decoded again, as a thumbnail
+        images = projection.read_images([scans[0], scans[5]])
+        frames = projection.progression(generator, images[0], images[1], 5, num_steps=5, starts=1, features=None, seed=0)["frames"]
+        expected = export._thumbnails(frames[step:step + 1])[:size, :size]  # the frame decoded again, as a thumbnail
         assert np.abs(cell.astype(int) - expected.astype(int)).max() <= 1
 
         errors = [m for m in messages if m[0] in ("error", "pageerror")]

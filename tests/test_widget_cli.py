@@ -5,7 +5,15 @@ import cv2
 import numpy as np
 import pytest
 
-from covgan_utils import autoencoder, cli, paths, widget
+from covgan_utils import cli, config
+from covgan_utils import runs as runs_lib
+from covgan_utils.cli import args as cli_args
+from covgan_utils.cli import widget
+from covgan_utils.inversion import projection
+from covgan_utils.training import loop
+from covgan_utils.util import paths
+from covgan_utils.widget import autoencoder, export
+from covgan_utils.widget import server as server_lib
 
 
 def parse(*argv):
@@ -14,9 +22,9 @@ def parse(*argv):
 
 def test_commands_parse():
     args = parse("widget", "export", "--autoencoder", "3", "--gan", "none")
-    assert cli.load_handler(args.handler) is widget._cmd_export and args.autoencoder == "3"
-    assert cli.AUTOENCODER_PRESETS == tuple(autoencoder.PRESETS)
-    assert widget._gan_arg(args.gan) is None
+    assert args.handler is widget.cmd_export and args.autoencoder == "3"
+    assert cli_args.AUTOENCODER_PRESETS == tuple(autoencoder.PRESETS)
+    assert widget.gan_arg(args.gan) is None
     assert parse("widget", "serve", "--port", "8123").port == 8123
     assert parse("widget", "train", "--preset", "smoke").preset == "smoke"
     with pytest.raises(SystemExit):
@@ -26,7 +34,7 @@ def test_commands_parse():
 def test_serve_binds_loopback(tmp_path):
     (tmp_path / "index.html").write_text("<p>ok</p>")
     (tmp_path / "widget.js").write_text("export {};")
-    server, url = widget.start_server(tmp_path)
+    server, url = server_lib.start_server(tmp_path)
     try:
         assert url.startswith("http://127.0.0.1:")
         assert server.server_address[0] == "127.0.0.1"
@@ -38,7 +46,7 @@ def test_serve_binds_loopback(tmp_path):
 
 def test_serve_without_export_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="widget export"):
-        widget.start_server(tmp_path)
+        server_lib.start_server(tmp_path)
 
 
 def test_missing_converter_is_a_clear_error(tmp_path, monkeypatch):
@@ -46,24 +54,24 @@ def test_missing_converter_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("COVGAN_TFJS_CONVERTER", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="make install-widget"):
-        widget.find_converter()
+        export.find_converter()
 
 
 def test_page_uses_local_libraries_or_pinned_cdn(tmp_path, monkeypatch):
     local = tmp_path / "local"
     local.mkdir()
-    if all((widget.NODE_MODULES / src).is_file() for src in widget.VENDOR.values()):
-        widget._write_page(local, cdn_fallback=False)
+    if all((export.NODE_MODULES / src).is_file() for src in export.VENDOR.values()):
+        export._write_page(local, cdn_fallback=False)
         html = (local / "index.html").read_text()
         assert "./vendor/tf.min.js" in html and "https://" not in html and "{{" not in html
         assert (local / "vendor" / "TrackballControls.js").is_file()
 
     monkeypatch.setattr(widget, "NODE_MODULES", tmp_path / "no_node_modules")
     with pytest.raises(FileNotFoundError, match="make install-widget"):
-        widget._write_page(tmp_path, cdn_fallback=False)
+        export._write_page(tmp_path, cdn_fallback=False)
     cdn = tmp_path / "cdn"
     cdn.mkdir()
-    widget._write_page(cdn, cdn_fallback=True)
+    export._write_page(cdn, cdn_fallback=True)
     html = (cdn / "index.html").read_text()
     assert "@tensorflow/tfjs@4.22.0/dist/tf.min.js" in html and "three@0.170.0/build/three.module.min.js" in html
     assert not (cdn / "vendor").exists()
@@ -98,11 +106,10 @@ def runs(tmp_path_factory):
     from conftest import make_blobs
     from widget_fixtures import smoke_run
 
-    from covgan_utils import config, train
 
     tmp = tmp_path_factory.mktemp("projection")
     autoencoder_run = smoke_run(tmp)
-    gan_run = train.train(config.get_preset("smoke", epochs=1), tmp / "00001-smoke", images=make_blobs(), verbose=False)
+    gan_run = loop.train(config.get_preset("smoke", epochs=1), tmp / "00001-smoke", images=make_blobs(), verbose=False)
     scans = sorted((tmp / "scans" / "CT_NonCOVID").glob("*.png"))
     return autoencoder_run, gan_run, (scans[0], scans[-1])
 
@@ -128,8 +135,8 @@ def test_export_without_projection_is_version_1(runs, tmp_path, no_converter):
     points = read_points(tmp_path)
     assert list(points) == V1_KEYS and points["version"] == 1
     real_z = np.load(autoencoder_run / autoencoder.LATENTS_FILE)["real_z"]
-    assert points["bounds"] == widget._bounds(real_z, np.zeros((0, 2)))
-    assert cv2.imread(str(tmp_path / "thumbs.png")).shape[0] == widget.THUMB  # 32 real thumbnails: one sprite row
+    assert points["bounds"] == export._bounds(real_z, np.zeros((0, 2)))
+    assert cv2.imread(str(tmp_path / "thumbs.png")).shape[0] == export.THUMB  # 32 real thumbnails: one sprite row
 
 
 def test_export_maps_projections_and_progressions(runs, tmp_path, no_converter):
@@ -152,15 +159,14 @@ def test_export_maps_projections_and_progressions(runs, tmp_path, no_converter):
         assert len(p["z"]) == len(p["thumbs"]) == 4 and len(p["input_z"]) == len(p["input_thumbs"]) == 2 and p["mode"] == "linear"
     assert first["thumbs"][0] == n_real + 3 and second["input_thumbs"][-1] == n_real + 3 + 2 * 6 - 1
     sprite = cv2.imread(str(tmp_path / "thumbs.png"))
-    assert sprite.shape[0] == widget.THUMB * (1 + (n_real + 3 + 12 - 1) // widget.SPRITE_COLS)
+    assert sprite.shape[0] == export.THUMB * (1 + (n_real + 3 + 12 - 1) // export.SPRITE_COLS)
     assert points["projection"] == {"generator": gan_run.name, "space": "z", "steps": 5, "starts": 1, "features": "domain", "seed": 0}
 
     # the path runs from the encoding of A's projection to that of B's, and the inputs sit at their own encodings
-    from covgan_utils import project, sample
 
     _, encoder, _ = autoencoder.load_autoencoder(autoencoder_run)
-    inputs = project.read_images([file_a, file_b])
-    ends = project.project(sample.load_generator(gan_run), inputs, num_steps=5, starts=1, seed=0)["images"]  # [2, 128, 128, 1]
+    inputs = projection.read_images([file_a, file_b])
+    ends = projection.project(runs_lib.load_generator(gan_run), inputs, num_steps=5, starts=1, seed=0)["images"]  # [2, 128, 128, 1]
     np.testing.assert_allclose(np.array(first["z"])[[0, -1]], encoder.predict(ends, verbose=0), atol=1e-4)
     np.testing.assert_allclose(first["input_z"], encoder.predict(inputs, verbose=0), atol=1e-4)
 
@@ -175,7 +181,7 @@ def test_export_maps_projections_and_progressions(runs, tmp_path, no_converter):
 ])
 def test_bad_projection_options_are_one_line_value_errors(runs, tmp_path, options, message):
     with pytest.raises(ValueError, match=message) as err:
-        widget.export_widget(runs[0], gan=None, out_dir=tmp_path / "out", verbose=0, **options)
+        export.export_widget(runs[0], gan=None, out_dir=tmp_path / "out", verbose=0, **options)
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()  # nothing written
 
 

@@ -4,7 +4,9 @@ import pathlib
 import cv2
 import numpy as np
 
-from covgan_utils import autoencoder as ae
+from covgan_utils import config
+from covgan_utils.nets import families
+from covgan_utils.widget import autoencoder
 
 
 def make_scans(folder, n_patients=4, slices=4, seed=0):
@@ -50,15 +52,14 @@ def tiny_gan(seed=0):
     """An untrained smoke-preset GAN generator (z space, [N, 128, 128, 1] out) to project into."""
     import keras
 
-    from covgan_utils import config, models
 
     keras.utils.set_random_seed(seed)
-    return models.generator_for(config.get_preset("smoke"))
+    return families.generator_for(config.get_preset("smoke"))
 
 
 def smoke_run(tmp_dir, epochs=2):
     """Train the smoke autoencoder on synthetic scans in tmp_dir; returns its run folder."""
     tmp_dir = pathlib.Path(tmp_dir)
     scans = make_scans(tmp_dir / "scans")
-    config = ae.get_config("smoke", epochs=epochs, data_path=str(scans), max_train=0, gan_run=None)
-    return ae.train_autoencoder(config, run_dir=tmp_dir / "00000-autoencoder", verbose=0)
+    config = autoencoder.get_config("smoke", epochs=epochs, data_path=str(scans), max_train=0, gan_run=None)
+    return autoencoder.train_autoencoder(config, run_dir=tmp_dir / "00000-autoencoder", verbose=0)

@@ -3,7 +3,7 @@
     python tools/bench_step.py --presets paper quick --steps 3
     KERAS_BACKEND=jax python tools/bench_step.py --presets gpu best paper --steps 50
 
-Times the backend's compiled step (`covgan_utils.steps`) on a fixed batch, after one warm-up call
+Times the backend's compiled step (`covgan_utils.training.steps`) on a fixed batch, after one warm-up call
 that compiles it; the lazy-R1 variant is compiled and timed in its share (1 in `r1_every`).
 """
 import argparse
@@ -12,16 +12,17 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras  # noqa: E402
-
-from covgan_utils import config, losses, train  # noqa: E402
+from covgan_utils import config
+from covgan_utils.training import gan as gan_lib
+from covgan_utils.training import losses
 
 
 def seconds_per_step(preset, steps):
     cfg = config.get_preset(preset)
-    gan = train.GAN(cfg)
+    gan = gan_lib.GAN(cfg)
     gan.compile()
     batch = np.zeros((cfg.batch_size, 128, 128, 1), np.float32)
     step = gan.stepper()

@@ -3,9 +3,9 @@ notebook (03 and 04 are edited by hand; only their setup cell is written here).
 Run: python tools/make_notebooks.py"""
 import pathlib
 import re
-import tomllib
 
 import nbformat
+import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REPO_URL = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]  # the one place it is written
@@ -23,7 +23,7 @@ if "google.colab" in sys.modules and not os.path.isdir("covgan"):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "covgan/requirements.txt"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", "covgan"], check=True)
 sys.path[:0] = [p for p in ("covgan", "..") if os.path.isdir(os.path.join(p, "covgan_utils"))]  # Colab clone / notebooks/
-from covgan_utils import notebook
+from covgan_utils.util import notebook
 SMOKE = notebook.setup({"widget=True" if widget else ""})  # quiet backend start; True under COVGAN_SMOKE=1 (CI)"""
 
 

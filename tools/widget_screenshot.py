@@ -9,16 +9,18 @@ import sys
 
 from playwright.sync_api import sync_playwright
 
-from covgan_utils import paths, widget
+from covgan_utils.util import paths
+from covgan_utils.widget import export
+from covgan_utils.widget import server as server_lib
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def main(folder=None, out=None, fx=0.45, fy=0.55):
-    folder = pathlib.Path(folder) if folder else widget.DEFAULT_OUT
+    folder = pathlib.Path(folder) if folder else export.DEFAULT_OUT
     out = pathlib.Path(out) if out else paths.PROJECT_ROOT / "docs" / "img" / "widget.png"
-    server, url = widget.start_server(folder)
+    server, url = server_lib.start_server(folder)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)

@@ -1,0 +1,39 @@
+"""The one place a config picks its networks: `generator_for(config)` and `discriminator_for(config)` over
+the families `paper` and `lean` (`nets.dcgan`), `style` (`nets.stylegan`) and `fastgan` (`nets.fastgan`).
+
+Class conditioning (every family but `paper`): the generator takes [z, label] and the discriminator
+[image, label], label an int32 class index [N, 1] (position in `config.classes`).
+"""
+
+from covgan_utils.nets import fastgan, stylegan
+from covgan_utils.nets.dcgan import build_discriminator, build_generator
+
+ARCHS = ("paper", "lean", "style", "fastgan")
+
+
+def class_count(config):
+    """Classes the models are conditioned on: len(config.classes) when conditional, else 0."""
+    return len(config.classes) if config.conditional else 0
+
+
+def generator_for(config, name=None):
+    """The generator a config describes (any family)."""
+    k = class_count(config)
+    if config.arch == "style":
+        return stylegan.build_style_generator(config.latent_dim, config.w_dim, config.mapping_layers, config.g_widths, k, name=name or "style_generator")
+    if config.arch == "fastgan":
+        return fastgan.build_fastgan_generator(config.latent_dim, config.g_widths, k, name=name or "fastgan_generator")
+    return build_generator(
+        config.arch, config.latent_dim, config.g_widths, config.g_base_width, config.upsample, name=name,
+        block_convs=config.g_block_convs, out_kernel=config.g_out_kernel, noise_inputs=config.g_noise, num_classes=k,
+    )
+
+
+def discriminator_for(config):
+    """The discriminator a config describes (any family). fastgan's returns [logit, reconstructions...]."""
+    k = class_count(config)
+    if config.arch == "style":
+        return stylegan.build_residual_discriminator(config.d_widths, config.mbstd_group, k)
+    if config.arch == "fastgan":
+        return fastgan.build_fastgan_discriminator(config.d_widths, k)
+    return build_discriminator(config.arch, config.d_widths, config.d_dropout, spectral_norm=config.spectral_norm, num_classes=k)

@@ -1,0 +1,159 @@
+"""The training job: `train(config, run_dir)` builds the `GAN`, loads the data (or takes it), resumes from
+the newest loadable checkpoint, and runs the epochs with the run's callbacks.
+
+A resumed run equals an uninterrupted one: epoch counter, weights, optimizer state, augmentation and
+noise streams all come back from the checkpoint.
+"""
+import json
+import pathlib
+
+import numpy as np
+
+from covgan_utils import checkpoints
+from covgan_utils import config as config_lib
+from covgan_utils.checkpoints import latest_checkpoint
+from covgan_utils.data.dataset import training_split
+from covgan_utils.runs import latest_run, new_run_dir
+from covgan_utils.training import callbacks as callbacks_lib
+from covgan_utils.training import guard
+from covgan_utils.training.callbacks import (
+    Checkpointer,
+    EMABatchNorm,
+    ProgressBar,
+    RunLogger,
+    SampleGrid,
+    TimeBudget,
+)
+from covgan_utils.training.gan import GAN, seed_everything
+from covgan_utils.util import files
+
+
+def truncate_jsonl(run_dir, epoch):
+    """Drop lines with epoch > `epoch` from every *.jsonl log in `run_dir` (used on resume)."""
+    for file in pathlib.Path(run_dir).glob("*.jsonl"):
+        lines = [ln for ln in file.read_text().splitlines() if ln.strip() and json.loads(ln).get("epoch", 0) <= epoch]
+        files.write_text_atomic(file, "".join(ln + "\n" for ln in lines))
+
+
+# ---------------------------------------------------------------- data pipeline
+
+def epoch_batches(images, batch_size, seed, epoch, labels=None):
+    """Batches [B, 128, 128, 1] of one epoch (with labels: (images, labels [B, 1] int32) pairs): a
+    permutation fixed by (seed, epoch), full batches only. Plain NumPy, the same under every backend."""
+    n = len(images)
+    if n < batch_size:
+        raise ValueError(f"batch size {batch_size} is larger than the {n} training images")
+    order = np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+    for start in range(0, n - batch_size + 1, batch_size):
+        index = order[start:start + batch_size]
+        yield images[index] if labels is None else (images[index], labels[index, None].astype(np.int32))
+
+
+# ---------------------------------------------------------------- the job
+
+def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), images=None, verbose=True, labels=None):
+    """Train `config` in `run_dir` (a new `models/<NNNNN>-<preset>/` when None); returns the run folder.
+
+    `resume=True` continues from the newest checkpoint in `run_dir`: epoch counter, weights, optimizer
+    state, augmentation and noise streams, so the result equals an uninterrupted run; `epochs` and
+    `time_budget_minutes` come from `config`, everything else from the run's config.json. `images`
+    (and, for a conditional config, `labels` [N] class indices) override the data (tests).
+    """
+    run_dir = _prepare_run_dir(config, run_dir, resume)
+    if resume:
+        config = _resumable_config(config, run_dir)
+    config.save(run_dir)
+    if images is None:
+        images, labels, val_images, val_labels = training_split(config, data_dir)
+    else:
+        val_images, val_labels = images, None
+    if config.conditional:
+        labels = _checked_labels(config, images, labels)
+        val_labels = labels if val_labels is None else val_labels
+        compared = (images[labels == 0], val_images[val_labels == 0])  # samples default to class 0: compare with class 0
+    else:
+        labels, compared = None, (images, val_images)
+    seed_everything(config.seed)  # initial weights and dropout streams follow the seed
+    gan = GAN(config)
+    gan.compile()
+    initial_epoch = 0
+    if resume:
+        checkpoints.remove_temp_files(run_dir)  # left by a write that was killed: never a checkpoint
+        if latest_checkpoint(run_dir) is None:
+            raise ValueError(f"nothing to resume: no checkpoint-*.npz in {run_dir}")
+        # newest checkpoint that loads (all or nothing); damaged newer ones are skipped with a warning
+        ckpt, initial_epoch, skipped = checkpoints.load_newest(run_dir, gan.load_checkpoint)
+        for path in skipped:  # training goes on from `ckpt`: the damaged files must not count as newer checkpoints
+            checkpoints.set_aside(path)
+        truncate_jsonl(run_dir, initial_epoch)
+    if initial_epoch >= config.epochs:
+        return run_dir
+    steps_per_epoch = len(images) // config.batch_size
+    all_callbacks = _callbacks(config, run_dir, gan, *compared, steps_per_epoch, initial_epoch, verbose) + list(callbacks)
+    images = np.asarray(images, np.float32)
+    gan.run_epochs(lambda epoch: epoch_batches(images, config.batch_size, config.seed, epoch, labels), initial_epoch, config.epochs, all_callbacks)
+    return run_dir
+
+
+def _checked_labels(config, images, labels):
+    """Class indices [N] int32 for a conditional run, checked against `config.classes`."""
+    if labels is None:
+        raise ValueError("a conditional config needs class labels for its images (pass labels=, or let train() load the data)")
+    k = len(config.classes)
+    if k < 2:
+        raise ValueError(f"conditional=true needs two or more classes, got classes={list(config.classes)}; set classes=CT_COVID,CT_NonCOVID")
+    labels = np.asarray(labels).astype(np.int32).reshape(-1)
+    if len(labels) != len(images) or labels.min() < 0 or labels.max() >= k:
+        raise ValueError(f"labels must be {len(images)} class indices in [0, {k - 1}] (config.classes = {list(config.classes)})")
+    return labels
+
+
+MODEL_FIELDS = (
+    "arch", "latent_dim", "g_base_width", "g_widths", "d_widths", "upsample", "g_block_convs", "g_out_kernel", "spectral_norm",
+    "g_noise", "w_dim", "mapping_layers", "mbstd_group", "conditional", "classes",
+)
+
+
+def _resumable_config(requested, run_dir):
+    """The run's own config.json with the requested `epochs` and time budget; refuses a run of another
+    preset or architecture, naming both."""
+    saved = config_lib.Config.load(run_dir)
+    differ = [f for f in ("preset",) + MODEL_FIELDS if getattr(saved, f) != getattr(requested, f)]
+    if differ:
+        pairs = ", ".join(f"{f} {getattr(saved, f)!r} (asked: {getattr(requested, f)!r})" for f in differ)
+        raise ValueError(f"--resume: {run_dir} holds a run with {pairs}; resume it with --preset {saved.preset} or train into another folder")
+    return saved.replace(epochs=requested.epochs, time_budget_minutes=requested.time_budget_minutes)
+
+
+def _prepare_run_dir(config, run_dir, resume):
+    if resume:
+        run_dir = pathlib.Path(run_dir) if run_dir else latest_run(preset=config.preset)
+        if run_dir is None or not run_dir.is_dir():
+            raise ValueError(f"nothing to resume: no run folder {run_dir or 'for preset ' + config.preset}")
+        return run_dir
+    if run_dir is None:
+        return new_run_dir(config.preset)
+    run_dir = pathlib.Path(run_dir)
+    if run_dir.is_dir() and latest_checkpoint(run_dir) is not None:
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _callbacks(config, run_dir, gan, images, val_images, steps, initial_epoch, verbose):
+    out = [RunLogger(run_dir, steps * config.batch_size)]
+    if config.ema_decay > 0:
+        out.insert(0, EMABatchNorm())
+    if config.time_budget_minutes:
+        out.append(TimeBudget(config.time_budget_minutes))
+    if config.guard:
+        out.append(guard.DivergenceGuard(run_dir, config, images))
+    if config.metrics_every:
+        out.append(callbacks_lib.MetricsCallback(run_dir, val_images, images, every=config.metrics_every, features=config.metrics_features))
+    out += [
+        SampleGrid(run_dir, range(config.grid_seeds), config.sample_every, config.epochs),
+        Checkpointer(run_dir, config.checkpoint_every, config.keep_checkpoints, config.epochs),
+    ]
+    if verbose:
+        out.append(ProgressBar(initial_epoch, config.epochs))
+    return out

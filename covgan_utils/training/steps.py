@@ -1,0 +1,206 @@
+"""The gradient step of GAN training, once per Keras backend: the only backend-specific code of training.
+
+Everything a step computes (losses, penalties, augmentation, ADA, EMA) is written once in `keras.ops`
+in `covgan_utils.training.losses` and `covgan_utils.training.augment`; a step here only decides how gradients are taken
+and where the state lives:
+
+- TensorFlow (`TFStep`): a `tf.function` over the models' variables, `tf.GradientTape` for the
+  parameter gradients and, nested, for d D(x) / d x (R1, WGAN-GP); state stays in the variables.
+- JAX (`JaxStep`): a jitted pure function over the GAN's state (as the Keras guides for custom
+  training under JAX do): `stateless_call` for the models, `jax.value_and_grad` for the parameter
+  gradients and `jax.grad` for d D(x) / d x, `optimizer.stateless_apply` for the updates. The state is
+  read from the variables at the start of an epoch (`load`) and written back at its end (`store`), so
+  callbacks, checkpoints and the divergence guard see ordinary Keras variables.
+
+All randomness of a step is drawn at its start from the GAN's `keras.random.SeedGenerator` (`draw`),
+whose state is checkpointed, so a resumed run continues the same random streams.
+"""
+import functools
+
+import keras
+from keras import ops
+
+from covgan_utils.training import augment as augment_lib
+from covgan_utils.training import losses
+from covgan_utils.util import backend
+
+
+def draw(gan, n):
+    """Every random number of one training step for a batch of `n`: noise, augmentation, GP mixing."""
+    c, seed = gan.config, gan.seed_generator
+    rand = {"z_d": keras.random.normal((n, c.latent_dim), seed=seed)}  # [N, latent]
+    if gan.policy:
+        rand["aug_real"] = augment_lib.draw(n, gan.policy, seed)  # [N, ops, 3]
+        rand["aug_fake"] = augment_lib.draw(n, gan.policy, seed)
+    if c.loss == "wgan-gp":
+        rand["gp_eps"] = keras.random.uniform((n, 1, 1, 1), seed=seed)  # [N, 1, 1, 1]
+    rand["z_g"] = [keras.random.normal((n, c.latent_dim), seed=seed) for _ in range(c.g_steps)]
+    rand["aug_g"] = [augment_lib.draw(n, gan.policy, seed) if gan.policy else None for _ in range(c.g_steps)]
+    return rand
+
+
+def split_batch(batch):
+    """A training batch -> (images [B, 128, 128, 1], labels [B, 1] int32 or None): conditional runs
+    train on (images, labels) pairs."""
+    return batch if isinstance(batch, (tuple, list)) else (batch, None)
+
+
+
+
+def make_step(gan):
+    """The step object for the running Keras backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return TFStep(gan)
+    if backend == "jax":
+        return JaxStep(gan)
+    raise ValueError(f"training runs on the tensorflow or jax Keras backend, not {backend!r}; set KERAS_BACKEND")
+
+
+class TFStep:
+    """`step(batch, r1_due)` -> logs; one `tf.function` per value of `r1_due`."""
+
+    def __init__(self, gan):
+        import tensorflow as tf  # the TensorFlow backend is running: TensorFlow is loaded already
+
+        self.tf, self.gan, self.compiled = tf, gan, {}
+
+    def load(self):
+        """State lives in the variables: nothing to do."""
+
+    def store(self):
+        """State lives in the variables: nothing to do."""
+
+    def __call__(self, batch, r1_due):
+        if r1_due not in self.compiled:
+            self.compiled[r1_due] = self.tf.function(functools.partial(self._step, r1_due=r1_due), autograph=False)  # all control flow is static Python
+        return self.compiled[r1_due](batch)
+
+    def _step(self, batch, r1_due):
+        gan, c, tf = self.gan, self.gan.config, self.tf
+        (real, labels), G, D = split_batch(batch), gan.generator, gan.discriminator
+        rand = draw(gan, real.shape[0])
+
+        def d_call(images):
+            return D(backend.with_label(images, labels), training=True)
+
+        def input_grad(images):
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                score = losses.logit_of(D(backend.with_label(images, labels), training=True))
+            return tape.gradient(score, images)
+
+        with tf.GradientTape() as tape:
+            fake = G(backend.with_label(rand["z_d"], labels), training=True)  # [N, 128, 128, 1]; fakes take the real batch's classes
+            total, (d_loss, d_real, d_fake) = losses.d_objective(c, gan.policy, d_call, input_grad, real, fake, rand, gan.augment_p, r1_due)
+        grads = tape.gradient(total, D.trainable_variables)
+        gan.d_optimizer.apply_gradients(zip(grads, D.trainable_variables))
+        g_loss = ops.zeros(())
+        for k in range(c.g_steps):
+            with tf.GradientTape() as tape:
+                fake = G(backend.with_label(rand["z_g"][k], labels), training=True)  # [N, 128, 128, 1]
+                g_loss = losses.g_objective(c, gan.policy, d_call, fake, rand["aug_g"][k], gan.augment_p)
+            grads = tape.gradient(g_loss, G.trainable_variables)
+            gan.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
+        if gan.ema_generator is not None:
+            ema = gan.ema_generator
+            for e, new in zip(ema.trainable_variables, losses.ema(c.ema_decay, ema.trainable_variables, G.trainable_variables)):
+                e.assign(new)
+            for e, w in zip(ema.non_trainable_variables, G.non_trainable_variables):
+                e.assign(w)
+        p, r_t = losses.ada_update(c, gan.augment_p, d_real, real.shape[0])
+        gan.augment_p.assign(p)
+        return losses.step_logs(d_loss, g_loss, d_real, d_fake, r_t, p)
+
+
+class JaxStep:
+    """`step(batch, r1_due)` -> logs; a jitted pure function per value of `r1_due` over `self.state`."""
+
+    def __init__(self, gan):
+        import jax
+
+        self.jax, self.gan, self.compiled, self.state = jax, gan, {}, None
+        G, D = gan.generator, gan.discriminator
+        ema = gan.ema_generator
+        self.groups = {
+            "g_tv": G.trainable_variables, "g_ntv": G.non_trainable_variables,
+            "d_tv": D.trainable_variables, "d_ntv": D.non_trainable_variables,
+            "g_opt": gan.g_optimizer.variables, "d_opt": gan.d_optimizer.variables,
+            "ema_tv": ema.trainable_variables if ema is not None else [],
+            "ema_ntv": ema.non_trainable_variables if ema is not None else [],
+            "misc": [gan.augment_p, gan.seed_generator.state],
+        }
+
+    def load(self):
+        """Read the state from the variables (start of an epoch, or after a callback changed them)."""
+        self.state = {k: [v.value for v in vs] for k, vs in self.groups.items()}
+
+    def store(self):
+        """Write the state back into the variables (end of an epoch, or before a callback reads them)."""
+        for k, vs in self.groups.items():
+            for v, value in zip(vs, self.state[k]):
+                v.assign(value)
+
+    def __call__(self, batch, r1_due):
+        if r1_due not in self.compiled:
+            self.compiled[r1_due] = self.jax.jit(functools.partial(self._step, r1_due=r1_due))
+        self.state, logs = self.compiled[r1_due](self.state, batch)
+        return logs
+
+    def _d_caller(self, d_tv, d_ntv, labels):
+        """(d_call, input_grad, holder) for discriminator weights d_tv; holder[0] tracks the updated d_ntv."""
+        D, holder = self.gan.discriminator, [d_ntv]
+
+        def d_call(images):
+            score, holder[0] = D.stateless_call(d_tv, holder[0], backend.with_label(images, labels), training=True)
+            return score
+
+        def input_grad(images):
+            def score(x):
+                return ops.sum(losses.logit_of(D.stateless_call(d_tv, holder[0], backend.with_label(x, labels), training=True)[0]))
+
+            return self.jax.grad(score)(images)
+
+        return d_call, input_grad, holder
+
+    def _step(self, state, batch, r1_due):
+        gan, c, jax = self.gan, self.gan.config, self.jax
+        (real, labels), G = split_batch(batch), gan.generator
+        n = real.shape[0]
+        s = {k: list(v) for k, v in state.items()}
+        p, seed_state = s["misc"]
+        with keras.StatelessScope(state_mapping=[(gan.seed_generator.state, seed_state)]) as scope:
+            rand = draw(gan, n)
+            seed_state = scope.get_current_value(gan.seed_generator.state)
+        fake, s["g_ntv"] = G.stateless_call(s["g_tv"], s["g_ntv"], backend.with_label(rand["z_d"], labels), training=True)  # [N, 128, 128, 1]
+
+        def d_total(d_tv, d_ntv):
+            d_call, input_grad, holder = self._d_caller(d_tv, d_ntv, labels)
+            total, aux = losses.d_objective(c, gan.policy, d_call, input_grad, real, fake, rand, p, r1_due)
+            return total, (aux, holder[0])
+
+        (_, ((d_loss, d_real, d_fake), s["d_ntv"])), grads = jax.value_and_grad(d_total, has_aux=True)(s["d_tv"], s["d_ntv"])
+        s["d_tv"], s["d_opt"] = gan.d_optimizer.stateless_apply(s["d_opt"], grads, s["d_tv"])
+        g_loss = ops.zeros(())
+        for k in range(c.g_steps):
+            def g_total(g_tv, g_ntv, d_ntv, k=k):
+                images, g_ntv = G.stateless_call(g_tv, g_ntv, backend.with_label(rand["z_g"][k], labels), training=True)
+                d_call, _, holder = self._d_caller(s["d_tv"], d_ntv, labels)
+                return losses.g_objective(c, gan.policy, d_call, images, rand["aug_g"][k], p), (g_ntv, holder[0])
+
+            (g_loss, (s["g_ntv"], s["d_ntv"])), grads = jax.value_and_grad(g_total, has_aux=True)(s["g_tv"], s["g_ntv"], s["d_ntv"])
+            s["g_tv"], s["g_opt"] = gan.g_optimizer.stateless_apply(s["g_opt"], grads, s["g_tv"])
+        if gan.ema_generator is not None:
+            s["ema_tv"] = losses.ema(c.ema_decay, s["ema_tv"], s["g_tv"])
+            s["ema_ntv"] = list(s["g_ntv"])
+        p_new, r_t = losses.ada_update(c, p, d_real, n)
+        s["misc"] = [p_new, seed_state]
+        return s, losses.step_logs(d_loss, g_loss, d_real, d_fake, r_t, p_new)
+
+
+# ---------------------------------------------------------------- gradients of a function of inputs (projection)
+
+
+
+
+
