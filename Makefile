@@ -58,11 +58,11 @@ install-fid: $(FID_STAMP)
 
 demo: install install-fid
 	$(PY) -m covgan_utils data locate || $(PY) -m covgan_utils data download
-	cd notebooks && COVGAN_PRESET=quick ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 00_data.ipynb 01_train.ipynb 02_interpolate.ipynb 03_latent_widget.ipynb 04_evaluate.ipynb
+	cd notebooks && COVGAN_PRESET=quick ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 00_data.ipynb 01_train.ipynb 02_interpolate.ipynb 03_latent_widget.ipynb 04_evaluate.ipynb 05_progression.ipynb
 	@echo "Executed notebooks are in notebooks/ (strip outputs with 'make strip' before committing)."
 
 # The training path again under JAX (CPU): training, resume, losses, guard and sampling tests.
-JAX_TESTS := tests/test_train.py tests/test_guard.py tests/test_sample.py tests/test_augment.py tests/test_families.py tests/test_inversion.py
+JAX_TESTS := tests/test_train.py tests/test_guard.py tests/test_sample.py tests/test_augment.py tests/test_families.py tests/test_inversion.py tests/test_runs.py
 
 test: install install-fid
 	COVGAN_SMOKE=1 $(PY) -m pytest -q tests

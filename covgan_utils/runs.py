@@ -105,7 +105,7 @@ def resolve_run(designator, kind="gan", root=None):
         return found
     folder = _find(text, root)
     if folder is None:
-        raise FileNotFoundError(f"run {text} not found (looked for a folder, or a run number or name in {root})")
+        raise FileNotFoundError(f"run {text} does not exist (looked for a folder, or a run number or name in {root})")
     if folder.parent.resolve() == root.resolve() and RUN_NAME.match(folder.name) and kind_of(folder) != kind:
         raise ValueError(f"run {folder.name} is a {kind_of(folder)} run, not a {kind} run; pass a {kind} run")
     return folder
@@ -150,7 +150,7 @@ def read_generator(run=None, checkpoint="latest"):
     """(generator, source) as `load_generator`; source = {"checkpoint": file name, "epoch", "weights"} of
     the checkpoint actually loaded ({"release": folder} for the released model)."""
     folder = resolve_run(run)
-    if is_release(folder):
+    if str(run or RELEASE) == RELEASE or is_release(folder):
         return load_release(folder), {"release": folder.name}
     if not folder.is_dir():
         raise FileNotFoundError(f"run folder {folder} does not exist")

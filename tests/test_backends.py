@@ -67,6 +67,7 @@ class NoTensorFlow(importlib.abc.MetaPathFinder):
         if name == "tensorflow" or name.startswith("tensorflow."):
             raise ImportError("tensorflow is not installed here")
 sys.meta_path.insert(0, NoTensorFlow())
+from covgan_utils import cli
 """
 
 

@@ -19,6 +19,7 @@ from covgan_utils.widget import autoencoder
 
 BEFORE = pathlib.Path(__file__).parent / "fixtures" / "before-layout"
 SEEDS = [0, 1]
+SAME = 1e-4  # the same images up to float32 rounding (the fixtures were written under TensorFlow; JAX convolves in another order)
 
 
 @pytest.fixture
@@ -40,14 +41,14 @@ def expected():
 
 def test_the_release_gives_the_images_it_gave_before(expected):
     images = sampling.generate(runs.load_generator(), SEEDS)
-    np.testing.assert_allclose(images, expected["release"], atol=1e-5)
+    np.testing.assert_allclose(images, expected["release"], atol=SAME)
 
 
 @pytest.mark.parametrize("designator", ["path", "0", "00000-smoke", "latest"])
 def test_an_old_gan_run_loads_by_every_designator_and_gives_the_same_images(models, expected, designator):
     run = str(models / "00000-smoke") if designator == "path" else designator
     images = sampling.generate(runs.load_generator(run), SEEDS)
-    np.testing.assert_allclose(images, expected["gan"], atol=1e-5)
+    np.testing.assert_allclose(images, expected["gan"], atol=SAME)
     assert runs.model_config(run).preset == "smoke"
 
 
@@ -55,7 +56,7 @@ def test_an_old_gan_run_loads_by_every_designator_and_gives_the_same_images(mode
 def test_an_old_autoencoder_run_loads_and_encodes_the_same(models, expected, designator):
     config, encoder, _ = autoencoder.load_autoencoder(runs.resolve_run(designator, kind="autoencoder"))
     flat = expected["autoencoder_input"].reshape(len(SEEDS), -1) if len(encoder.inputs[0].shape) == 2 else expected["autoencoder_input"]
-    np.testing.assert_allclose(np.asarray(encoder.predict(flat, verbose=0)), expected["autoencoder_latents"], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(encoder.predict(flat, verbose=0)), expected["autoencoder_latents"], atol=SAME)
     assert config.preset == "smoke"
 
 
@@ -74,7 +75,7 @@ def test_a_run_of_the_other_kind_is_refused_with_one_line(models):
 
 
 def test_a_missing_run_names_what_was_looked_for(models):
-    with pytest.raises(FileNotFoundError, match=r"run 7 not found .*run number or name in"):
+    with pytest.raises(FileNotFoundError, match=r"run 7 does not exist .*run number or name in"):
         runs.resolve_run("7")
 
 

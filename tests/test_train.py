@@ -69,7 +69,8 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path, blob_images):
 def test_run_folders_are_numbered(tmp_path):
     assert runs.new_run_dir("quick", tmp_path).name == "00000-quick"
     assert runs.new_run_dir("paper", tmp_path).name == "00001-paper"
-    assert runs.latest_run(preset="quick", root=tmp_path).name == "00000-quick"
+    assert [p.name for p in runs.numbered_runs(preset="quick", root=tmp_path)] == ["00000-quick"]
+    assert runs.latest_run(preset="quick", root=tmp_path) is None  # no checkpoint yet: nothing to load or resume
 
 
 def test_unknown_preset_and_field():

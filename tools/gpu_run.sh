@@ -134,11 +134,11 @@ ablation() {
     setup_bundle "$bundle" "$out"
     [ -z "$(ls -A "$out")" ] || usage "$out is not empty; choose a new OUT_DIR"
     if [ ${#rows[@]} -eq 0 ]; then
-        mapfile -t rows < <("$py" -c 'from covgan_utils import ablation; print("\n".join(ablation.FAMILIES))')
+        mapfile -t rows < <("$py" -c 'from covgan_utils.studies import ablation; print("\n".join(ablation.FAMILIES))')
     fi
     "$py" - "${rows[@]}" <<'PY' || exit 2
 import sys
-from covgan_utils import ablation
+from covgan_utils.studies import ablation
 unknown = [r for r in sys.argv[1:] if r not in ablation.FAMILIES]
 sys.exit(f"error: unknown families row(s) {unknown}; choose from {list(ablation.FAMILIES)}" if unknown else 0)
 PY

@@ -12,7 +12,6 @@ projects a scan with its class and decodes the same latent while the class embed
 source class to the target (`images.blended_class`; strength 1 is the target's embedding). A style-based
 generator is projected into W+, after its mapping network has used the class: it keeps the boundary.
 """
-import pathlib
 
 import numpy as np
 
@@ -21,7 +20,6 @@ from covgan_utils import sampling
 from covgan_utils.data import dataset
 from covgan_utils.inversion import inversion_encoder, projection
 from covgan_utils.metrics import domain_encoder
-from covgan_utils.util import paths
 
 FILE = "direction-covid.npz"
 
@@ -91,7 +89,7 @@ def load_or_fit(run=None, n=24, num_steps=150, seed=0, data_dir=None):
     config (run folder or release) and refitted when the weights it was fitted on have changed. When the
     model has a cached inversion encoder (`inversion_encoder.load_or_train`), every training scan of both classes
     is encoded; otherwise `n` scans of each class are projected by optimisation."""
-    folder = pathlib.Path(run) if run else paths.RELEASE_DIR
+    folder = runs.resolve_run(run)
     file = folder / FILE
     generator = runs.load_generator(run)
     digest = domain_encoder.weights_digest(generator)  # a cached direction belongs to exactly these weights

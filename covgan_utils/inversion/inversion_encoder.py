@@ -23,7 +23,7 @@ from covgan_utils.data import dataset
 from covgan_utils.inversion import projection
 from covgan_utils.metrics import domain_encoder
 from covgan_utils.nets import stylegan
-from covgan_utils.util import backend, paths
+from covgan_utils.util import backend
 
 FILE = "inversion-encoder.npz"
 
@@ -177,7 +177,7 @@ def load(file, digest=None):
 def load_or_train(run=None, generator=None, epochs=20, seed=0, data_dir=None, verbose=1):
     """(generator, encoder) of a model (run folder, or the release when None); the encoder is cached as
     `inversion-encoder.npz` beside the model's config and retrained when the generator's weights changed."""
-    folder = pathlib.Path(run) if run else paths.RELEASE_DIR
+    folder = runs.resolve_run(run)
     generator = generator or runs.load_generator(run)
     digest = domain_encoder.weights_digest(generator)
     cached = load(folder / FILE, digest)

@@ -1,0 +1,1 @@
+"""Sample quality: metric functions and their registry (`quality`), memorisation, feature networks (`features`, `domain_encoder`), evaluation reports (`report`), calibration by degraded real scans, and downstream utility."""

@@ -1,0 +1,1 @@
+"""Network families, one place to pick them (`families.generator_for`, `discriminator_for`): the paper's DCGAN and the lean DCGAN (`dcgan`), the style-based family (`stylegan`), FastGAN (`fastgan`), and their layers (`layers`)."""

@@ -146,7 +146,7 @@ def slim(run_dir):
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / "done.json").is_file():
         raise ValueError(f"{run_dir} holds no done.json: only finished ablation cells can be slimmed")
-    generator, source = runs_lib.read_run_generator(run_dir, "latest")
+    generator, source = runs_lib.read_generator(run_dir, "latest")
     arrays = checkpoints.to_arrays("ema", generator.variables, half=True)
     arrays["epoch"] = np.asarray(source["epoch"] or 0)
     keep = run_dir / source["checkpoint"]

@@ -57,7 +57,7 @@ def reconstruction_rows(generator, val, train_images, num_steps=300, starts=4, a
     if inverter is not None:
         rows += _encoder_rows(generator, inverter, val, num_steps, seed, label, features)
     if autoencoder_run is not None:
-        ae_config, enc, dec = autoencoder.load_autoencoder(autoencoder_run)
+        ae_config, enc, dec = autoencoder.load_autoencoder(runs.resolve_run(autoencoder_run, kind="autoencoder"))
         began = time.time()
         recon = np.asarray(dec(enc(val)))
         rows.append({"method": f"dense autoencoder (`{ae_config.preset}` preset, {ae_config.epochs} epochs)", "seconds": (time.time() - began) / len(val),

@@ -1,0 +1,1 @@
+"""GAN training: losses, augmentation (DiffAugment, ADA), the per-backend gradient step (`steps`), the `GAN` model (`gan`), callbacks, the divergence guard, and the job `loop.train(config, run_dir)`."""
