@@ -8,6 +8,7 @@ mismatched file raises `CorruptCheckpointError` (a ValueError, one line naming t
 skips such files with a `CorruptCheckpointWarning` and uses the previous checkpoint. Temporary files of
 an interrupted write (`.checkpoint-*.tmp`) are never taken for checkpoints.
 """
+import hashlib
 import io
 import os
 import pathlib
@@ -215,3 +216,16 @@ def checkpoint_file(run_dir, checkpoint="latest"):
     if file is None or not file.is_file():
         raise FileNotFoundError(f"no checkpoint {checkpoint!r} in {run_dir} (has training saved one yet?)")
     return file
+
+
+def weights_digest(model):
+    """SHA-256 of a model's weight values (float32 little-endian, with shapes, in layer order): its identity.
+
+    Unlike a file's digest (HDF5 stores write times, npz zip dates), it is the same for every copy and
+    reproduction of the same weights; caches beside a model and sample folders record it."""
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        w = np.ascontiguousarray(w, dtype="<f4")
+        digest.update(str(w.shape).encode())
+        digest.update(w.tobytes())
+    return digest.hexdigest()

@@ -5,6 +5,7 @@ import math
 import os
 import pathlib
 
+from covgan_utils.data import dataset
 from covgan_utils.util import files
 
 
@@ -58,8 +59,8 @@ class Config:
     # data
     classes: tuple = ("CT_COVID",)
     flip: bool = True
-    val_fraction: float = 0.2
-    split_seed: int = 0
+    val_fraction: float = dataset.VAL_FRACTION  # the shared patient-level split
+    split_seed: int = dataset.SPLIT_SEED
     max_images: int = 0  # 0 = all train-split images
     time_budget_minutes: float = 0.0  # stop after the first epoch that ends past this wall time (0 = none)
     # bookkeeping
@@ -120,7 +121,7 @@ class Config:
             if key not in known:
                 raise ValueError(f"{file}: unknown config field {key!r}, not one of covgan_utils.config.Config's (is {run_dir} a GAN run folder?); "
                                  f"remove the field or {fix}")
-            values[key] = _checked_value(getattr(defaults, key), value, key, file)
+            values[key] = checked_value(getattr(defaults, key), value, key, file)
         return cls(**values)
 
 
@@ -159,9 +160,10 @@ def _shown(value, limit=60):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _checked_value(default, value, key, file):
-    """A config.json value as the field's type (lists -> tuples, whole numbers -> float where a float is
-    expected); a value of another type raises a one-line ValueError naming the field and the file."""
+def checked_value(default, value, key, file):
+    """A JSON value as the type of a field whose default is `default` (lists -> tuples, whole numbers -> float
+    where a float is expected); a value of another type raises a one-line ValueError naming the field and the file.
+    Shared by the JSON loaders of the project's dataclass configs."""
     kinds = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string"}
     if isinstance(default, tuple):
         item = default[0] if default else ""
@@ -174,41 +176,31 @@ def _checked_value(default, value, key, file):
     return float(value) if isinstance(default, float) else value
 
 
+# The recommended training recipe that `best`, `gpu`, `quick` and the other model families share:
+# non-saturating loss + lazy R1, DiffAugment (translation, cutout) with adaptive probability, generator EMA,
+# no discriminator dropout, batch 32, 400 epochs with samples, checkpoints and metrics every 10, divergence guard.
+RECIPE = Config(
+    d_dropout=0.0, batch_size=32, loss="non-saturating", r1_gamma=0.2, r1_every=4, augment="translation,cutout", ada_target=0.6,
+    ema_decay=0.99, epochs=400, sample_every=10, checkpoint_every=10, metrics_every=10, guard=True,
+)
+# Recommended: the recipe on the lean generator with resize-convolutions (no checkerboard) and a wider discriminator.
+BEST = RECIPE.replace(preset="best", upsample="resize", d_widths=(32, 64, 128, 256, 256))
 PRESETS = {
-    # The paper's recipe: its exact DCGAN (287.6M-parameter generator), BCE, Adam 2e-4, batch 50, 1:1, 5000 epochs.
-    "paper": Config(preset="paper", arch="paper", epochs=5000, batch_size=50, loss="bce", sample_every=50, checkpoint_every=50),
-    # Recommended recipe: resize-conv generator (no checkerboard), non-saturating loss + R1, DiffAugment
-    # (translation, cutout) with adaptive probability, generator EMA, divergence guard.
-    "best": Config(
-        preset="best", upsample="resize", d_widths=(32, 64, 128, 256, 256), d_dropout=0.0, batch_size=32,
-        loss="non-saturating", r1_gamma=0.2, r1_every=4, augment="translation,cutout", ada_target=0.6, ema_decay=0.99,
-        epochs=400, sample_every=10, checkpoint_every=10, metrics_every=10, guard=True,
+    # The paper's recipe (the defaults): its exact DCGAN (287.6M-parameter generator), BCE, Adam 2e-4, batch 50, 1:1, 5000 epochs.
+    "paper": Config(preset="paper", arch="paper", epochs=5000, sample_every=50, checkpoint_every=50),
+    "best": BEST,
+    # GPU: `best` at 4x width (every layer 4x the channels), batch 64; for tools/gpu_run.sh under KERAS_BACKEND=jax.
+    # One H100, JAX 0.11.2: 53 ms per step after compilation, 541 epochs in 6.2 minutes (models/release/job.json:
+    # the released generator is this run).
+    "gpu": BEST.replace(
+        preset="gpu", g_base_width=1024, g_widths=(512, 256, 128, 64, 32), d_widths=(128, 256, 512, 1024, 1024), batch_size=64,
+        epochs=5000, sample_every=100, checkpoint_every=100, metrics_every=100,
     ),
-    # GPU: the best recipe at 4x width (every layer 4x the channels of `best`), batch 64; for
-    # tools/gpu_run.sh under KERAS_BACKEND=jax. One H100, JAX 0.11.2: 53 ms per step after compilation,
-    # 541 epochs in 6.2 minutes (models/release/job.json: the released generator is this run).
-    "gpu": Config(
-        preset="gpu", upsample="resize", g_base_width=1024, g_widths=(512, 256, 128, 64, 32), d_widths=(128, 256, 512, 1024, 1024),
-        d_dropout=0.0, batch_size=64, loss="non-saturating", r1_gamma=0.2, r1_every=4, augment="translation,cutout", ada_target=0.6,
-        ema_decay=0.99, epochs=5000, sample_every=100, checkpoint_every=100, metrics_every=100, guard=True,
-    ),
-    # CPU: the best recipe on a budget: recognisable lungs in well under an hour on 2 cores.
-    "quick": Config(
-        preset="quick", upsample="resize", d_widths=(32, 64, 128, 256, 256), d_dropout=0.0, batch_size=32,
-        loss="non-saturating", r1_gamma=0.2, r1_every=4, augment="translation,cutout", ada_target=0.6, ema_decay=0.99,
-        epochs=80, sample_every=5, checkpoint_every=5, metrics_every=10,
-    ),
-    # The model families at CPU size, on the `best` training recipe (see the families ablation in docs/RESULTS.md).
-    "style": Config(
-        preset="style", arch="style", g_widths=(128, 128, 64, 32, 16, 8), d_widths=(16, 32, 64, 128, 128, 128), w_dim=128, mapping_layers=4,
-        batch_size=32, loss="non-saturating", r1_gamma=0.2, r1_every=4, augment="translation,cutout", ada_target=0.6, ema_decay=0.99,
-        d_dropout=0.0, epochs=400, sample_every=10, checkpoint_every=10, metrics_every=10, guard=True,
-    ),
-    "fastgan": Config(
-        preset="fastgan", arch="fastgan", g_widths=(256, 128, 64, 32, 16, 8), d_widths=(16, 32, 64, 128, 256), batch_size=32,
-        loss="non-saturating", r1_gamma=0.0, augment="translation,cutout", ada_target=0.6, ema_decay=0.99,
-        d_dropout=0.0, epochs=400, sample_every=10, checkpoint_every=10, metrics_every=10, guard=True,
-    ),
+    # CPU: `best` on a budget, without the guard: recognisable lungs in well under an hour on 2 cores.
+    "quick": BEST.replace(preset="quick", epochs=80, sample_every=5, checkpoint_every=5, guard=False),
+    # The model families at CPU size, on the same recipe (see the families ablation in docs/RESULTS.md).
+    "style": RECIPE.replace(preset="style", arch="style", g_widths=(128, 128, 64, 32, 16, 8), d_widths=(16, 32, 64, 128, 128, 128)),
+    "fastgan": RECIPE.replace(preset="fastgan", arch="fastgan", g_widths=(256, 128, 64, 32, 16, 8), r1_gamma=0.0, r1_every=1),  # no R1
     # Seconds: exercises the real code path in tests and CI.
     "smoke": Config(
         preset="smoke", g_base_width=16, g_widths=(8, 8, 4, 4, 4), d_widths=(4, 4, 8, 8, 8), epochs=2, batch_size=10,

@@ -107,8 +107,12 @@ def resolve_run(designator, kind="gan", root=None):
     if folder is None:
         raise FileNotFoundError(f"run {text} does not exist (looked for a folder, or a run number or name in {root})")
     if folder.parent.resolve() == root.resolve() and RUN_NAME.match(folder.name) and kind_of(folder) != kind:
-        raise ValueError(f"run {folder.name} is a {kind_of(folder)} run, not a {kind} run; pass a {kind} run")
+        raise ValueError(f"run {folder.name} is {_a(kind_of(folder))} run, not {_a(kind)} run; pass {_a(kind)} run")
     return folder
+
+
+def _a(kind):
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _find(text, root):

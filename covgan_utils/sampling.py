@@ -6,14 +6,17 @@ One definition of "the image of seed s", shared by training, sampling and the me
 Loading a generator is `covgan_utils.runs`; nothing here imports training.
 """
 import contextlib
+import json
 import pathlib
 
 import keras
 import numpy as np
 from PIL import Image
 
+from covgan_utils import checkpoints
 from covgan_utils.data import decoding
 from covgan_utils.nets import stylegan
+from covgan_utils.util import files
 
 LATENT_DIM = 100
 
@@ -98,8 +101,9 @@ def generate(generator, seeds, batch_size=64, label=None, truncation=1.0):
 
 
 def save_png(image, path):
-    """One image [128, 128, 1] in [-1, 1] -> 8-bit grayscale PNG."""
-    Image.fromarray(decoding.to_uint8(image)[..., 0], mode="L").save(path)
+    """One image [128, 128, 1] in [-1, 1] -> 8-bit grayscale PNG, written atomically (a kill leaves no half file)."""
+    picture = Image.fromarray(decoding.to_uint8(image)[..., 0], mode="L")
+    files.write_atomic(path, lambda fh: picture.save(fh, format="PNG"))
 
 
 def make_grid(images, cols=None, pad=2):
@@ -116,7 +120,9 @@ def make_grid(images, cols=None, pad=2):
 
 
 def save_grid(images, path, cols=None):
-    Image.fromarray(make_grid(images, cols), mode="L").save(path)
+    """[N, H, W, 1] in [-1, 1] -> one PNG mosaic, written atomically."""
+    picture = Image.fromarray(make_grid(images, cols), mode="L")
+    return files.write_atomic(path, lambda fh: picture.save(fh, format="PNG"))
 
 
 def save_strip(images, path, duration_ms=120):
@@ -125,11 +131,10 @@ def save_strip(images, path, duration_ms=120):
     if path.suffix.lower() == ".gif":
         frames = [Image.fromarray(f[..., 0], mode="L") for f in decoding.to_uint8(images)]
         frames = frames + frames[-2:0:-1]
-        frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
-    elif path.suffix.lower() == ".png":
-        save_grid(images, path, cols=len(images))
-    else:
-        raise ValueError(f"output must end in .png or .gif, got {path.name}")
+        return files.write_atomic(path, lambda fh: frames[0].save(fh, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0))
+    if path.suffix.lower() == ".png":
+        return save_grid(images, path, cols=len(images))
+    raise ValueError(f"output must end in .png or .gif, got {path.name}")
 
 
 CLASS_NAMES = {"covid": "CT_COVID", "non-covid": "CT_NonCOVID"}
@@ -188,15 +193,39 @@ def class_label(config, name):
 
 # ---------------------------------------------------------------- CLI
 
-def sample_to_folder(generator, n, out, seed=0, label=None, truncation=1.0):
-    """Write `n` images `seed<seed+i>.png` into `out` (class `label` when conditional); returns their paths."""
+MANIFEST = ".covgan-samples.json"  # which model wrote the images of a sample folder
+
+
+def _claim_folder(out, model, overwrite):
+    """Refuse a folder holding another model's samples (or samples of unknown origin) unless `overwrite`."""
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        try:
+            owner = json.loads(manifest.read_text())
+        except (ValueError, UnicodeDecodeError):
+            owner = {"weights_sha256": "unreadable"}
+        if owner.get("weights_sha256") != model["weights_sha256"] and not overwrite:
+            raise ValueError(f"--out {out} holds samples of another model ({owner.get('model', 'unknown')}); choose another folder or pass --overwrite")
+    elif any(out.glob("seed*.png")) and not overwrite:
+        raise ValueError(f"--out {out} holds seed*.png images of an unknown model; choose another folder or pass --overwrite")
+    files.write_text_atomic(manifest, json.dumps(model, indent=2) + "\n")
+
+
+def sample_to_folder(generator, n, out, seed=0, label=None, truncation=1.0, model=None, overwrite=False, batch_size=64):
+    """Write `n` images `seed<seed+i>.png` into `out` (class `label` when conditional); returns their paths.
+
+    Images are generated and written batch by batch (memory bounded by `batch_size`), each PNG
+    atomically. `out/.covgan-samples.json` records the model (`model`: e.g. {"model": "run 00003-quick"})
+    and its weights digest; a folder holding another model's samples is refused unless `overwrite`."""
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    seeds = range(seed, seed + n)
-    files = []
-    for s, image in zip(seeds, generate(generator, seeds, label=label, truncation=truncation)):
-        files.append(out / f"seed{s}.png")
-        save_png(image, files[-1])
-    return files
+    record = {"model": "generator", **(model or {}), "weights_sha256": checkpoints.weights_digest(generator), "label": label, "truncation": truncation}
+    _claim_folder(out, record, overwrite)
+    written = []
+    for start in range(seed, seed + n, batch_size):
+        seeds = list(range(start, min(start + batch_size, seed + n)))
+        for s, image in zip(seeds, generate(generator, seeds, batch_size, label=label, truncation=truncation)):
+            written.append(save_png(image, out / f"seed{s}.png"))
+    return written

@@ -1,7 +1,8 @@
 """Bad-input corpus for tests/test_bad_inputs.py, built at test time (no binary file is committed).
 
 `IMAGE_CASES` are single files dropped into a data folder next to good scans; `write_image_case`
-writes one of them. `snapshot` fingerprints a folder (without reading FIFOs or following links) so a
+writes one of them; `DECODED_CASES` names those the decoder may see; `header_pixels` is the width x height
+an image file's header claims. `snapshot` fingerprints a folder (without reading FIFOs or following links) so a
 test can check that nothing in the source data changed.
 """
 import functools
@@ -15,6 +16,8 @@ import zipfile
 
 import cv2
 import numpy as np
+
+from covgan_utils.data import decoding
 
 # id -> (file name, "loaded" | "skipped", text the SkippedFilesWarning gives as the reason)
 IMAGE_CASES = {
@@ -40,6 +43,19 @@ IMAGE_CASES = {
     "fifo": ("pipe.png", "skipped", "cannot be read: not a regular file"),
     "unreadable-chmod-000": ("locked.png", "skipped", "cannot be read: Permission denied"),
     "300-MB-file": ("big.png", "skipped", "314,572,800 bytes, over the 268,435,456-byte limit"),
+}
+
+
+# The cases whose bytes reach the decoder (cv2.imdecode), -> whether it returns pixels: their damage shows
+# only in the decoded data (or its pixel type). Every other case is refused before any pixel is decoded,
+# from its name, size, read error or header (the 20000x20000 files and the 65000x65000 JPEG among them).
+DECODED_CASES = {
+    "corrupt-png-body": False,
+    "truncated-png": False,
+    "16-bit": True,
+    "rgba": True,
+    "16-bit-rgba": True,
+    "float32-tiff": True,
 }
 
 
@@ -111,6 +127,12 @@ def image_case_bytes(case):
         "zip-as-png": _zip_bytes(),
         "text-file": b"notes\n",
     }.get(case)
+
+
+def header_pixels(path):
+    """Width x height that the header of the image file at `path` gives (no pixel decoded)."""
+    width, height = decoding.image_header(pathlib.Path(path).read_bytes())
+    return width * height
 
 
 def write_image_case(folder, case):

@@ -11,6 +11,13 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from covgan_utils.data import decoding, sources  # noqa: E402
+
+REAL_DATA_MISSING = (
+    "needs the real COVID-CT scans: none found by the data search order "
+    "($COVGAN_DATA, data/raw/, ../shared/data/covid-ct; `python -m covgan_utils data locate`)"
+)
+
 
 def make_blobs(n=40):
     """n smooth synthetic 'scans' [n, 128, 128, 1] in [-1, 1] (seeded)."""
@@ -41,3 +48,14 @@ def assert_same_state(a, b, what):
 def blob_images():
     """40 smooth synthetic 'scans' [40, 128, 128, 1] in [-1, 1]."""
     return make_blobs()
+
+
+@pytest.fixture(scope="session")
+def real_data():
+    """The real COVID-CT data as the project finds it (`sources.find_data_dir`: a folder, or the data cache
+    $COVGAN_DATA names); every test that needs the real scans takes it and is skipped, always with
+    REAL_DATA_MISSING, when there are none."""
+    try:
+        return sources.find_data_dir()
+    except decoding.DataError:
+        pytest.skip(REAL_DATA_MISSING)

@@ -2,10 +2,8 @@
 import json
 
 import numpy as np
-import pytest
 
 from covgan_utils import cli
-from covgan_utils.data import decoding, sources
 from covgan_utils.metrics import calibration
 
 
@@ -31,11 +29,7 @@ def test_ladder_scores_degradations_worse_than_floor(blob_images):
     assert table.splitlines()[0].count("domain KID") == 2 and table.splitlines()[2].count("|") == 10
 
 
-def test_calibrate_cli_on_real_scans(tmp_path, capsys):
-    try:
-        sources.find_data_dir()
-    except decoding.DataError:
-        pytest.skip("real COVID-CT data not available")
+def test_calibrate_cli_on_real_scans(real_data, tmp_path, capsys):
     out = tmp_path / "cal.json"
     assert cli.main(["calibrate", "--n", "20", "--out", str(out)]) == 0
     report = json.loads(out.read_text())

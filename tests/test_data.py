@@ -125,9 +125,8 @@ def test_patient_split_never_straddles():
     assert not np.array_equal(val, dataset.split_by_patient(patients, 0.2, seed=2)[1])
 
 
-@pytest.mark.skipif(not paths.SHARED_DATA_DIR.is_dir(), reason="real COVID-CT copy not present")
-def test_real_split_is_patient_level():
-    ds = dataset.load_dataset(classes=sources.CLASSES)
+def test_real_split_is_patient_level(real_data):
+    ds = dataset.load_dataset(real_data, classes=sources.CLASSES)
     train, val = dataset.split_by_patient(ds.patients)
     assert set(ds.patients[train]).isdisjoint(ds.patients[val])
     assert ds.images.shape[1:] == (128, 128, 1)

@@ -2,10 +2,9 @@
 import numpy as np
 import pytest
 
-from covgan_utils import cli, runs
+from covgan_utils import checkpoints, cli, runs
 from covgan_utils.data import dataset
 from covgan_utils.inversion import direction, inversion_encoder, projection
-from covgan_utils.metrics import domain_encoder
 from covgan_utils.util import paths
 
 
@@ -36,7 +35,7 @@ def test_monotonic_check_passes_rises_and_fails_shuffles_and_falls():
 def test_walking_non_covid_scans_towards_covid_raises_the_classifier_probability():
     g = runs.load_release()
     cfg = runs.model_config(None)
-    inverter = inversion_encoder.load(paths.RELEASE_DIR / inversion_encoder.FILE, domain_encoder.weights_digest(g))
+    inverter = inversion_encoder.load(paths.RELEASE_DIR / inversion_encoder.FILE, checkpoints.weights_digest(g))
     assert inverter is not None, "the release ships the inversion encoder of its weights"
     covid, non_covid = direction.training_scans(cfg, n=None)  # every training scan of both classes, encoded
     d = direction.fit_direction(g, covid, non_covid, inverter=inverter)

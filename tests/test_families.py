@@ -7,8 +7,7 @@ import pytest
 from conftest import assert_same_state
 from PIL import Image
 
-from covgan_utils import cli, config, runs
-from covgan_utils import sampling
+from covgan_utils import cli, config, runs, sampling
 from covgan_utils.nets import dcgan, families
 from covgan_utils.nets.layers import NoiseInjection
 from covgan_utils.training import loop

@@ -3,7 +3,7 @@ import csv
 
 import pytest
 
-from covgan_utils.data import decoding, followup, sources
+from covgan_utils.data import followup, sources
 from covgan_utils.data.followup import TimePoint, parse_time
 
 # Every distinct `Time` text of COVID-CT-MetaInfo.csv -> (day, anchor), or None when it gives no scan time.
@@ -84,14 +84,11 @@ EXPECTED_FOLLOWUPS = [
 
 
 @pytest.fixture(scope="module")
-def data_dir():
-    try:
-        folder = sources.find_data_dir()
-    except decoding.DataError as err:
-        pytest.skip(f"no COVID-CT data folder found: {err}")
-    if folder.is_file() or not (folder / sources.METADATA["CT_COVID"][0]).is_file():
-        pytest.skip(f"{folder} holds no {sources.METADATA['CT_COVID'][0]} (a data cache has no metadata)")
-    return folder
+def data_dir(real_data):
+    """The real data's folder with its metadata tables (a data cache, or the bare release zips, have none)."""
+    if real_data.is_file() or not (real_data / sources.METADATA["CT_COVID"][0]).is_file():
+        pytest.skip(f"{real_data} holds no {sources.METADATA['CT_COVID'][0]}: these tests read the metadata of an unpacked copy")
+    return real_data
 
 
 def _times_in_csv(folder):

@@ -3,10 +3,8 @@ import keras
 import numpy as np
 import pytest
 
-from covgan_utils import cli, config, runs
-from covgan_utils import sampling
+from covgan_utils import checkpoints, cli, config, runs, sampling
 from covgan_utils.inversion import direction, inversion_encoder, projection
-from covgan_utils.metrics import domain_encoder
 from covgan_utils.metrics import quality
 from covgan_utils.nets import families
 from covgan_utils.training import loop
@@ -44,7 +42,7 @@ def test_encoder_learns_to_invert_the_generators_own_images(lean, trained):
 
 def test_saved_encoder_loads_for_the_same_weights_only(tmp_path, lean, trained):
     scans = _own_images(lean, 3)
-    digest = domain_encoder.weights_digest(lean)
+    digest = checkpoints.weights_digest(lean)
     inversion_encoder.save(trained, tmp_path / inversion_encoder.FILE, digest)
     loaded = inversion_encoder.load(tmp_path / inversion_encoder.FILE, digest)
     np.testing.assert_allclose(inversion_encoder.encode(loaded, scans[:3]), inversion_encoder.encode(trained, scans[:3]), atol=0.05)  # float16 weights
@@ -121,7 +119,9 @@ def test_unconditional_and_style_generators_keep_the_boundary(lean):
 
 
 @tensorflow_only
-def test_project_methods_and_the_class_walk_on_the_command_line(tmp_path, blob_images, capsys):
+def test_project_methods_and_the_class_walk_on_the_command_line(tmp_path, blob_images, capsys, real_data):
+    """The trained encoder and the class walk on a run without them: `project` trains the encoder on the real
+    training scans, as the CLI does (the data search order finds them, hence `real_data`)."""
     cond = config.get_preset("smoke", epochs=1, conditional=True, classes=("CT_COVID", "CT_NonCOVID"))
     labels = np.arange(len(blob_images)) % 2
     run = loop.train(cond, tmp_path / "run", images=blob_images, labels=labels, verbose=False)

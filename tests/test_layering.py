@@ -13,8 +13,8 @@ PACKAGE = ROOT / "covgan_utils"
 # Subpackages and top-level modules by layer, lowest first: a unit imports only from lower layers.
 LAYERS = (
     ("util",),  # paths, atomic files, console, hardware, per-backend compilation, notebook setup
-    ("config", "data", "nets"),  # the recipe; scans, split, follow-ups; layers and network families
-    ("checkpoints", "sampling"),  # arrays of a run; the image of a seed
+    ("data", "nets", "checkpoints"),  # scans, split, follow-ups; network families; arrays of a run
+    ("config", "sampling"),  # the recipe (its split is the data's); the image of a seed
     ("runs", "metrics"),  # run folders and the release; quality metrics, feature networks, reports
     ("training",),  # losses, augmentation, per-backend step, GAN, callbacks, loop
     ("inversion", "plots"),  # projection, inversion encoder, disease direction; figures of a run

@@ -6,27 +6,15 @@ import pathlib
 import cv2
 import numpy as np
 import pytest
+from synthetic import blobs
 
-from covgan_utils import cli, config, plots
-from covgan_utils.data import dataset, decoding, sources
-from covgan_utils.metrics import domain_encoder
-from covgan_utils.metrics import downstream, memorisation, quality
+from covgan_utils import checkpoints, cli, config, plots
+from covgan_utils.data import dataset, sources
+from covgan_utils.metrics import domain_encoder, downstream, memorisation, quality, roc
 from covgan_utils.metrics import features as features_lib
 from covgan_utils.metrics import report as report_lib
 from covgan_utils.training import callbacks, loop
 from covgan_utils.util import files
-
-
-def blobs(n, seed, size=128, count=6):
-    """Smooth random images: sums of Gaussian blobs, float32 [n, size, size, 1] in [-1, 1]."""
-    rng = np.random.RandomState(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    cx, cy = rng.uniform(0.15, 0.85, (2, n, count, 1, 1)).astype(np.float32)
-    width = rng.uniform(0.05, 0.2, (n, count, 1, 1)).astype(np.float32)
-    amp = rng.uniform(0.3, 1.0, (n, count, 1, 1)).astype(np.float32)
-    img = (amp * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * width ** 2))).sum(axis=1)
-    img = img / img.max(axis=(1, 2), keepdims=True)
-    return (img * 2.0 - 1.0)[..., None].astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -240,8 +228,46 @@ def test_downstream_utility_structure():
         assert len(result[name]["auc"]) == 2
         assert 0.0 <= result[name]["accuracy_mean"] <= 1.0
     assert result["with_synthetic"]["n_train"] == result["real_only"]["n_train"] + 10
-    assert downstream.auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
-    assert downstream.auc([0, 1], [0.5, 0.5]) == 0.5
+
+
+def test_downstream_classifier_learns_separable_scans():
+    """Blobs (label 1) against noise (label 0): on unseen images of both kinds the classifier ranks nearly perfectly."""
+    train = (np.concatenate([blobs(32, 5), report_lib.noise_baseline(32, seed=6)]), np.r_[np.ones(32), np.zeros(32)])
+    val = (np.concatenate([blobs(16, 15), report_lib.noise_baseline(16, seed=16)]), np.r_[np.ones(16), np.zeros(16)])
+    result = downstream.downstream_utility(blobs(8, 7), seeds=(0,), epochs=4, train=train, val=val)
+    assert result["real_only"]["auc_mean"] > 0.9 and result["with_synthetic"]["auc_mean"] > 0.9
+    assert result["real_only"]["accuracy_mean"] > 0.75 and result["n_val"] == 32
+
+
+def _pairwise_auc(labels, scores):
+    """Brute force: the fraction of (positive, negative) pairs ranked right, ties counting one half."""
+    pos = [s for s, l in zip(scores, labels) if l]
+    neg = [s for s, l in zip(scores, labels) if not l]
+    return sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+def test_auc_counts_ties_as_one_half():
+    assert roc.auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert roc.auc([1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9]) == 0.0
+    assert roc.auc([0, 1], [0.5, 0.5]) == 0.5
+    # by hand: positives 0.3, 0.5, 0.5 against negatives 0.1, 0.3, 0.5: 0.3 beats 0.1 and ties 0.3 (1.5),
+    # each 0.5 beats 0.1 and 0.3 and ties 0.5 (2.5): 6.5 of 9 pairs (ignoring ties would give 6 or 7 by sort order)
+    assert roc.auc([1, 1, 1, 0, 0, 0], [0.3, 0.5, 0.5, 0.1, 0.3, 0.5]) == pytest.approx(6.5 / 9)
+    assert roc.auc([0, 0, 0, 1, 1, 1], [0.1, 0.3, 0.5, 0.3, 0.5, 0.5]) == pytest.approx(6.5 / 9)  # order does not matter
+    assert roc.auc([1, 0, 1], [2.0, 2.0, 2.0]) == 0.5  # all tied: chance
+    assert np.isnan(roc.auc([1, 1], [0.1, 0.2])) and np.isnan(roc.auc([1, 0], [np.nan, 0.2]))
+    with pytest.raises(ValueError, match="one score per label"):
+        roc.auc([1, 0], [0.1])
+
+
+def test_auc_equals_the_pairwise_count_on_random_tied_scores():
+    rng = np.random.RandomState(0)
+    for trial in range(20):
+        n = rng.randint(2, 40)
+        labels = rng.rand(n) < 0.4
+        labels[:2] = [True, False]  # both classes present
+        scores = rng.randint(0, 5, n).astype(float)  # few values: many ties
+        assert roc.auc(labels, scores) == pytest.approx(_pairwise_auc(labels, scores), abs=1e-12), trial
 
 
 def test_inception_features_offline():
@@ -274,23 +300,25 @@ def test_evaluate_cli_from_run(tmp_path, sets):
     assert report["source"]["run"] == str(run) and report["generated"]["n_generated"] == 30
 
 
-def test_domain_encoder_config_matches_train_split():
+def test_domain_encoder_config_matches_its_weights_and_the_shared_split():
 
     config = json.loads((domain_encoder.ENCODER_DIR / "config.json").read_text())
     assert config["file_sha256"] == sources.sha256_of(domain_encoder.ENCODER_DIR / domain_encoder.WEIGHTS_NAME)
-    full, _ = domain_encoder.build(config["recipe"])
+    recipe = domain_encoder.DomainEncoderConfig.load(domain_encoder.ENCODER_DIR)
+    full, _ = domain_encoder.build(recipe)
     full.load_weights(domain_encoder.ENCODER_DIR / domain_encoder.WEIGHTS_NAME)
-    assert domain_encoder.weights_digest(full) == config["weights_sha256"]
+    assert checkpoints.weights_digest(full) == config["weights_sha256"]
     assert (domain_encoder.ENCODER_DIR / domain_encoder.WEIGHTS_NAME).stat().st_size < 2_000_000
-    split = config["recipe"]["split"]
-    assert split["val_fraction"] == 0.2 and split["split_seed"] == 0 and set(split["classes"]) == set(sources.CLASSES)
-    try:
-        ds = dataset.load_dataset(classes=sources.CLASSES, flip=True)
-    except decoding.DataError:
-        pytest.skip("real COVID-CT data not available")
-    train_idx, val_idx = dataset.split_by_patient(ds.patients, val_fraction=0.2, seed=0)
+    split = recipe.split
+    assert (split.val_fraction, split.split_seed) == (dataset.VAL_FRACTION, dataset.SPLIT_SEED) and set(split.classes) == set(sources.CLASSES)
+
+
+def test_domain_encoder_was_trained_on_the_train_split_of_the_real_scans(real_data):
     import hashlib
 
+    config = json.loads((domain_encoder.ENCODER_DIR / "config.json").read_text())
+    ds = dataset.load_dataset(real_data, classes=sources.CLASSES, flip=True)
+    train_idx, val_idx = dataset.split_by_patient(ds.patients)  # the shared split by default
     val_patients = sorted(np.unique(ds.patients[val_idx]))
     assert hashlib.sha256("\n".join(val_patients).encode()).hexdigest() == config["split"]["val_patients_sha256"]
     assert config["split"]["train_images"] == len(train_idx)

@@ -57,3 +57,30 @@ def test_paper_gan_takes_a_training_step_on_cpu():
     logs = gan.train_step(np.zeros((2, 128, 128, 1), np.float32))
     assert np.isfinite(float(logs["g_loss"])) and np.isfinite(float(logs["d_loss"]))
     assert int(gan.g_optimizer.iterations.numpy()) == 1
+
+
+def test_the_machine_description_keeps_the_fields_of_the_shipped_job_and_ablation():
+    import json
+    import os
+    import pathlib
+
+    import keras
+
+    from covgan_utils.util import hardware
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    shipped = json.loads((root / "models" / "release" / "job.json").read_text())  # written under JAX on a GPU
+    info = hardware.device_info()
+    backend = keras.backend.backend()
+    version_key = {"jax": "jax_version", "tensorflow": "tensorflow_version"}[backend]
+    expected = {k for k in ("keras_backend", "keras_version", "keras_location", "platform", "devices", "host") if k in shipped} | {version_key}
+    assert set(info) == expected and set(info["host"]) == set(shipped["host"])
+    assert info["keras_backend"] == backend and info["devices"] and info["host"]["cpu_count"] == os.cpu_count()
+    usable, total = hardware.cpu_cores()
+    assert 1 <= usable <= total == os.cpu_count() and hardware.cpu_model() == info["host"]["cpu"]
+    line = hardware.hardware()  # the ablation cells' "hardware" field and the progression report's machine
+    gpus = hardware.gpus_seen()
+    if gpus:
+        assert all(name in line for _, name in gpus) and info["platform"] == "gpu"
+    else:
+        assert line.startswith(f"CPU ({usable} ") and line.endswith(f" cores, {info['host']['cpu']})") and info["platform"] == "cpu"

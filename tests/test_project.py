@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covgan_utils import cli, config, runs
-from covgan_utils import sampling
+from covgan_utils import cli, config, runs, sampling
 from covgan_utils.inversion import projection
 from covgan_utils.metrics import quality
 from covgan_utils.nets import families

@@ -66,9 +66,9 @@ def test_release_and_none_designate_the_released_model():
 
 
 def test_a_run_of_the_other_kind_is_refused_with_one_line(models):
-    with pytest.raises(ValueError, match="00001-autoencoder-smoke is a autoencoder run, not a gan run"):
+    with pytest.raises(ValueError, match="00001-autoencoder-smoke is an autoencoder run, not a gan run"):
         runs.resolve_run("1")
-    with pytest.raises(ValueError, match="is a gan run, not a autoencoder run"):
+    with pytest.raises(ValueError, match="is a gan run, not an autoencoder run"):
         runs.resolve_run("0", kind="autoencoder")
     with pytest.raises(ValueError, match="no released autoencoder"):
         runs.resolve_run("release", kind="autoencoder")
@@ -103,7 +103,7 @@ def test_numbering_is_shared_by_every_kind_and_safe_when_runs_start_at_once(tmp_
 def test_cli_flags_that_name_a_gan_run_take_every_designator(models, tmp_path, designator, capsys):
     out = tmp_path / "out"
     assert cli.main(["sample", "--run", designator, "--n", "2", "--out", str(out / "s")]) == 0
-    assert sorted(p.name for p in (out / "s").iterdir()) == ["seed0.png", "seed1.png"]
+    assert sorted(p.name for p in (out / "s").glob("seed*.png")) == ["seed0.png", "seed1.png"]
     assert cli.main(["interpolate", "--run", designator, "--seed-a", "0", "--seed-b", "1", "--steps", "2", "--out", str(out / "i.png")]) == 0
     assert cli.main(["release", "--run", designator, "--out", str(out / "release")]) == 0
     released = sampling.generate(runs.load_generator(out / "release"), SEEDS)
@@ -114,4 +114,4 @@ def test_cli_flags_that_name_a_gan_run_take_every_designator(models, tmp_path, d
 def test_cli_run_errors_are_one_line(models, tmp_path, capsys):
     assert cli.main(["sample", "--run", "1", "--n", "2", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: run 00001-autoencoder-smoke is a autoencoder run") and "\n" not in err
+    assert err.startswith("error: run 00001-autoencoder-smoke is an autoencoder run") and "\n" not in err

@@ -1,8 +1,10 @@
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from covgan_utils import cli, config, runs, sampling
+from covgan_utils import checkpoints, cli, config, runs, sampling
 from covgan_utils.metrics import quality
 from covgan_utils.training import loop
 from covgan_utils.util import paths
@@ -23,7 +25,9 @@ def test_noise_is_addressed_by_seed():
 def test_sample_cli_writes_seed_named_8bit_pngs(run, tmp_path):
     assert cli.main(["sample", "--run", str(run), "--n", "3", "--out", str(tmp_path / "s"), "--seed", "5"]) == 0
     files = sorted(p.name for p in (tmp_path / "s").iterdir())
-    assert files == ["seed5.png", "seed6.png", "seed7.png"]
+    assert files == [sampling.MANIFEST, "seed5.png", "seed6.png", "seed7.png"]  # the manifest says which model wrote them
+    manifest = json.loads((tmp_path / "s" / sampling.MANIFEST).read_text())
+    assert str(run) in manifest["model"] and manifest["weights_sha256"] == checkpoints.weights_digest(runs.load_generator(run))
     image = Image.open(tmp_path / "s" / "seed6.png")
     assert image.mode == "L" and image.size == (128, 128)
     expected = sampling.generate(runs.load_generator(run), [6])[0]

@@ -1,12 +1,14 @@
 """The exported latent widget in real headless Chromium (Debian's package, driven by Playwright)."""
+import json
 import pathlib
 import shutil
 
 import cv2
 import numpy as np
 import pytest
-from widget_fixtures import FAST_PROJECTION, smoke_run, tiny_gan, tiny_generator_images
+from widget_fixtures import FAST_PROJECTION, smoke_gan_run, smoke_run
 
+from covgan_utils import runs
 from covgan_utils.inversion import projection
 from covgan_utils.util import paths
 from covgan_utils.widget import autoencoder, export
@@ -22,11 +24,12 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's c
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
+    """(smoke autoencoder run, its export with 6 samples of a real one-epoch smoke GAN run, that GAN run)."""
     tmp = tmp_path_factory.mktemp("widget")
     run = smoke_run(tmp)
-    fake = tiny_generator_images(6)
-    out = export.export_widget(run, gan=fake, out_dir=tmp / "latent_widget", verbose=0)
-    return run, out
+    gan = smoke_gan_run(tmp)
+    out = export.export_widget(run, gan=gan, n_generated=6, out_dir=tmp / "latent_widget", verbose=0)
+    return run, out, gan
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +53,9 @@ def open_widget(browser, folder):
 
 
 def test_widget_decodes_like_keras(exported, browser):
-    run, out = exported
+    run, out, gan = exported
     _, _, decoder = autoencoder.load_autoencoder(run)
-    latents = np.load(run / autoencoder.LATENTS_FILE)
+    latents = np.load(out / autoencoder.LATENTS_FILE)
     server, page, messages = open_widget(browser, out)
     try:
         assert page.evaluate("window.covganWidget.state.error") is None
@@ -63,7 +66,8 @@ def test_widget_decodes_like_keras(exported, browser):
         assert page.evaluate("window.covganWidget.dotCount") == n_encoded
         assert int(page.inner_text("#n-covid")) + int(page.inner_text("#n-noncovid")) == len(latents["real_z"])
         assert int(page.inner_text("#n-generated")) == len(latents["generated_z"]) == 6
-        assert not page.locator("#legend-path").is_visible() and not page.locator("#legend-projected").is_visible()  # version 1: no overlays
+        assert gan.name in page.inner_text("#about")  # the GAN run the green dots came from
+        assert not page.locator("#legend-path").is_visible() and not page.locator("#legend-projected").is_visible()  # no projection blocks
 
         x0, x1, y0, y1 = page.evaluate("window.covganWidget.points.bounds")
         for fx, fy in ((0.25, 0.3), (0.5, 0.5), (0.8, 0.7)):
@@ -96,14 +100,13 @@ PATH_RGB = (255, 127, 14)  # PATH_COLOR of widget.js
 
 @pytest.fixture(scope="module")
 def exported_paths(exported):
-    """The same autoencoder exported with 3 projected scans and two progressions into an untrained smoke GAN."""
-    run, out = exported
+    """The same autoencoder exported with 3 projected scans and two progressions into the smoke GAN run."""
+    run, out, gan = exported
     scans = sorted((run.parent / "scans" / "CT_COVID").glob("*.png"))
-    generator = tiny_gan()
     pairs = [(scans[0], scans[5]), (0, "pat13_2.png")]
-    folder = export.export_widget(run, gan=None, out_dir=out.parent / "latent_widget_paths", verbose=0, project=3,
-                                  progression=pairs, generator=generator, path_steps=5, **FAST_PROJECTION)
-    return folder, generator, scans
+    options = export.ProjectionOptions(project=3, progression=pairs, generator=gan, path_steps=5, **FAST_PROJECTION)
+    folder = export.export_widget(run, gan=None, out_dir=out.parent / "latent_widget_paths", verbose=0, projection=options)
+    return folder, runs.load_generator(gan), scans
 
 
 def test_widget_draws_projections_and_the_chosen_progression(exported_paths, browser):
@@ -163,7 +166,7 @@ def test_widget_draws_projections_and_the_chosen_progression(exported_paths, bro
 
 
 def test_corrupt_model_shows_readable_error(exported, browser, tmp_path):
-    _, out = exported
+    _, out, _ = exported
     broken = tmp_path / "broken"
     shutil.copytree(out, broken)
     (broken / "model" / "model.json").write_text('{"format": "graph-model", "modelTopology": {"node": [')
@@ -183,7 +186,7 @@ def test_corrupt_model_shows_readable_error(exported, browser, tmp_path):
 
 
 def test_missing_model_shows_readable_error(exported, browser, tmp_path):
-    _, out = exported
+    _, out, _ = exported
     broken = tmp_path / "missing"
     shutil.copytree(out, broken)
     shutil.rmtree(broken / "model")
@@ -191,6 +194,22 @@ def test_missing_model_shows_readable_error(exported, browser, tmp_path):
     try:
         assert page.locator("#error").is_visible()
         assert "HTTP 404" in page.inner_text("#error")
+    finally:
+        page.close()
+        server.shutdown()
+
+
+def test_points_of_another_format_version_show_readable_error(exported, browser, tmp_path):
+    _, out, _ = exported
+    other = tmp_path / "other-version"
+    shutil.copytree(out, other)
+    points = json.loads((other / "points.json").read_text())
+    (other / "points.json").write_text(json.dumps({**points, "version": 99}))
+    server, page, _ = open_widget(browser, other)
+    try:
+        assert page.locator("#error").is_visible() and not page.locator("#app").is_visible()
+        text = page.inner_text("#error")
+        assert "points.json" in text and "format version 99" in text and "reads version 1 or 2" in text and "widget export" in text
     finally:
         page.close()
         server.shutdown()

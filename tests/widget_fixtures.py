@@ -1,12 +1,16 @@
-"""Small synthetic COVID-CT-like data set and smoke autoencoder run shared by the widget tests."""
+"""Small synthetic COVID-CT-like data set, a smoke autoencoder run and a smoke GAN run shared by the widget tests."""
+import hashlib
 import pathlib
 
 import cv2
 import numpy as np
 
 from covgan_utils import config
-from covgan_utils.nets import families
+from covgan_utils.data import dataset, sources
+from covgan_utils.training import loop
 from covgan_utils.widget import autoencoder
+
+FAST_PROJECTION = {"steps": 5, "starts": 1, "features": None}  # ProjectionOptions fields of projections that take seconds
 
 
 def make_scans(folder, n_patients=4, slices=4, seed=0):
@@ -28,38 +32,28 @@ def make_scans(folder, n_patients=4, slices=4, seed=0):
     return folder
 
 
-def tiny_generator_images(n=6, seed=1):
-    """Stand-in for GAN samples: the output of an untrained Keras generator [n, 128, 128, 1] in [-1, 1]."""
-    import keras
-    from keras import layers
-
-    keras.utils.set_random_seed(seed)
-    generator = keras.Sequential([
-        keras.Input((100,)),
-        layers.Dense(8 * 8 * 4, activation="relu"),
-        layers.Reshape((8, 8, 4)),
-        layers.UpSampling2D(16),
-        layers.Conv2D(1, 3, padding="same", activation="tanh"),
-    ])
-    seeds = np.random.RandomState(seed).normal(size=(n, 100)).astype(np.float32)
-    return np.asarray(generator.predict(seeds, verbose=0), np.float32)
+def smoke_config(scans, epochs=2):
+    """The smoke autoencoder config on the synthetic scans (all of them, no GAN overlay)."""
+    return autoencoder.get_config("smoke", epochs=epochs, data_path=str(scans), max_train=0, gan_run=None)
 
 
-FAST_PROJECTION = {"project_steps": 5, "project_starts": 1, "project_features": None}  # projection options that take seconds
-
-
-def tiny_gan(seed=0):
-    """An untrained smoke-preset GAN generator (z space, [N, 128, 128, 1] out) to project into."""
-    import keras
-
-
-    keras.utils.set_random_seed(seed)
-    return families.generator_for(config.get_preset("smoke"))
-
-
-def smoke_run(tmp_dir, epochs=2):
-    """Train the smoke autoencoder on synthetic scans in tmp_dir; returns its run folder."""
+def smoke_run(tmp_dir, epochs=2, name="00000-autoencoder"):
+    """Train the smoke autoencoder on synthetic scans in tmp_dir/scans (made if missing); returns its run folder."""
     tmp_dir = pathlib.Path(tmp_dir)
-    scans = make_scans(tmp_dir / "scans")
-    config = autoencoder.get_config("smoke", epochs=epochs, data_path=str(scans), max_train=0, gan_run=None)
-    return autoencoder.train_autoencoder(config, run_dir=tmp_dir / "00000-autoencoder", verbose=0)
+    scans = tmp_dir / "scans" if (tmp_dir / "scans").is_dir() else make_scans(tmp_dir / "scans")
+    return autoencoder.train_autoencoder(smoke_config(scans, epochs), run_dir=tmp_dir / name, verbose=0)
+
+
+def smoke_gan_run(tmp_dir, epochs=1, name="00001-smoke"):
+    """A real GAN run: the smoke preset trained for `epochs` on the synthetic scans of tmp_dir/scans; returns its folder."""
+    tmp_dir = pathlib.Path(tmp_dir)
+    scans = tmp_dir / "scans" if (tmp_dir / "scans").is_dir() else make_scans(tmp_dir / "scans")
+    images = dataset.load_dataset(scans, classes=sources.CLASSES, flip=False).images  # [32, 128, 128, 1]
+    return loop.train(config.get_preset("smoke", epochs=epochs), tmp_dir / name, images=images, verbose=False)
+
+
+def tree_digest(folder):
+    """{path relative to folder: sha256 of its bytes} of every file under folder (folders listed with None)."""
+    folder = pathlib.Path(folder)
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}

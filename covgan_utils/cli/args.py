@@ -84,3 +84,36 @@ def add_class_and_truncation(p):
     p.add_argument("--class", dest="cls", choices=("covid", "non-covid"),
                    help="class to generate (conditional models; an unconditional COVID model takes covid)")
     p.add_argument("--truncation", type=truncation_psi, default=1.0, help="style-based models: psi < 1 trades variety for typicality")
+
+
+def finite_float(text):
+    """A finite number (NaN and infinity refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def data_folders(data=None):
+    """Folders no output may go into: the project's data/ and the folder the scans are read from
+    (`--data`, or wherever the data search order finds them)."""
+    from covgan_utils.data import sources
+    from covgan_utils.util import paths
+
+    found = [paths.DATA_DIR]
+    try:
+        found.append(sources.find_data_dir(data))
+    except (ValueError, OSError):
+        if data:
+            found.append(data)
+    return found
+
+
+def output(path, kind="file", inputs=(), data=None, flag="--out", protected=(), create=True):
+    """Check an output path before any work (`util.outputs.check_output`), protecting the data folders."""
+    from covgan_utils.util import outputs
+
+    return outputs.check_output(path, kind, inputs=inputs, protected=[*data_folders(data), *protected], flag=flag, create=create)

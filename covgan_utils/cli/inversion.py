@@ -1,7 +1,6 @@
 """`project`, `edit`, `progress` and `progression report`: real scans into the generator's latent space and along paths in it."""
-import pathlib
 
-from covgan_utils.cli.args import RUN_HELP, add_checkpoint, add_run, check_strip_suffix, command, group, positive_int, seed_int, whole
+from covgan_utils.cli.args import RUN_HELP, add_checkpoint, add_run, check_strip_suffix, command, finite_float, group, output, positive_int, seed_int, whole
 
 
 def add_commands(subparsers):
@@ -19,7 +18,7 @@ def add_commands(subparsers):
     p = command(subparsers, "edit", cmd_edit, "walk a projected scan along the disease direction: a strip from the input to strength S", check=check_strip_suffix)
     p.add_argument("--image", required=True, metavar="FILE", help="PNG/JPEG scan")
     p.add_argument("--direction", choices=("covid",), default="covid", help="the direction (fitted on projected train scans, cached beside the model)")
-    p.add_argument("--strength", type=float, default=None,
+    p.add_argument("--strength", type=finite_float, default=None,
                    help="last frame's strength: distance along the unit boundary normal (default 6; negative: away from COVID), or for a conditional model the class-embedding mix from non-COVID (0) to COVID (1, the default)")
     p.add_argument("--steps", type=whole(2), default=7, help="frames from strength 0 to S")
     p.add_argument("--out", required=True, help="output .png strip (the input first) or .gif")
@@ -62,11 +61,14 @@ def cmd_project(args):
 
     images = projection.read_images(args.image)  # bad files answer before any training
     stems = projection.file_stems(args.image)
+    out = output(args.out, "dir")
+    for stem in stems:  # a reconstruction must never replace a scan
+        output(out / f"{stem}.png", inputs=args.image)
     generator = runs.load_generator(args.run, args.checkpoint)
     label = _label(args)
     inverter = None if args.method == "optimise" else inversion_encoder.load_or_train(args.run, generator)[1]
     result = inversion_encoder.project_with(args.method, generator, images, inverter, label, num_steps=args.steps, starts=args.starts, seed=args.seed, progress=True)
-    projection.write_projection(result, stems, args.out)
+    projection.write_projection(result, stems, out)
     print(f"wrote {len(args.image)} reconstructions and latents.npz ({result['space']}, {args.method}) to {args.out}")
 
 
@@ -77,11 +79,11 @@ def cmd_edit(args):
     from covgan_utils.inversion import direction, projection
 
     image = projection.read_images([args.image])[0]  # a bad file answers before any fitting
+    out = output(args.out, inputs=[args.image])
     result = direction.disease_walk(image, args.run, args.strength, args.steps, num_steps=args.project_steps, seed=args.seed, progress=True)
     probs = direction.covid_probability(result["frames"])
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    sampling.save_strip(np.concatenate([image[None], result["frames"]]), args.out)
-    print(f"{args.out}: P(COVID) along the walk " + " ".join(f"{p:.2f}" for p in probs)
+    sampling.save_strip(np.concatenate([image[None], result["frames"]]), out)
+    print(f"{out}: P(COVID) along the walk " + " ".join(f"{p:.2f}" for p in probs)
           + (" (rises monotonically)" if direction.rises_monotonically(probs) else " (not monotonic)"))
 
 
@@ -89,15 +91,17 @@ def cmd_progress(args):
     from covgan_utils import runs
     from covgan_utils.inversion import projection
 
+    a, b = projection.read_images([getattr(args, "from"), args.to])  # bad files and outputs answer before any work
+    out = output(args.out, inputs=[getattr(args, "from"), args.to])
     generator = runs.load_generator(args.run, args.checkpoint)
     label = _label(args)
-    a, b = projection.read_images([getattr(args, "from"), args.to])
     result = projection.progression(generator, a, b, args.steps, args.mode, label, num_steps=args.project_steps, seed=args.seed, progress=True)
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    print(projection.save_progression(result, args.out))
+    print(projection.save_progression(result, out))
 
 
 def cmd_progression_report(args):
     from covgan_utils.studies import progression
 
+    if args.out:
+        output(args.out, data=args.data)
     print(progression.write_report(args.run, args.out, args.n_val, args.steps, args.starts, args.autoencoder, args.data, args.seed, args.encoder_epochs))

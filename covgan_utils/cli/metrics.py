@@ -2,7 +2,7 @@
 import json
 import pathlib
 
-from covgan_utils.cli.args import RUN_HELP, command, group, positive_int, seed_int
+from covgan_utils.cli.args import RUN_HELP, command, group, output, positive_int, seed_int
 
 
 def add_commands(subparsers):
@@ -46,13 +46,16 @@ def cmd_evaluate(args):
             raise FileNotFoundError(f"--{name} folder {folder} does not exist")
     if args.run is not None:
         runs.resolve_run(args.run)  # a wrong run answers before any image is read
+    sources = [f for f in (args.real, args.train, args.generated) if f]
+    out = output(args.out, protected=sources)
+    if args.train is not None:
+        output(out.with_suffix(".nearest.png"), protected=sources)
     real = dataset.load_folder(args.real)
     train = dataset.load_folder(args.train) if args.train else None
     if args.generated:
         generated = dataset.load_folder(args.generated)
     else:
         generated = sampling.generate(runs.load_generator(args.run, args.checkpoint), list(range(args.seed, args.seed + args.n)))
-    out = pathlib.Path(args.out)
     result = report.evaluate_images(generated, real, train, n=args.n, features=args.features, seed=args.seed,
                                     baselines=not args.no_baselines, nearest_png=out.with_suffix(".nearest.png") if train is not None else None)
     result["source"] = {"generated": args.generated, "run": args.run, "real": args.real, "train": args.train}
@@ -66,7 +69,12 @@ def cmd_evaluate(args):
 def cmd_export_real(args):
     from covgan_utils.metrics import report
 
-    counts = report.export_real(args.out, args.data)
+    out = output(args.out, "dir", data=args.data)
+    train, val = report.real_split(args.data)
+    if not len(train) or not len(val):
+        raise ValueError(f"the patient split of the data holds {len(train)} train and {len(val)} validation COVID scans; "
+                         "export-real needs both: use a data folder with more patients (its metadata tables name them)")
+    counts = report.export_real(out, args.data)
     print(f"wrote {counts['train']} train and {counts['val']} val COVID images under {args.out}")
 
 
@@ -86,13 +94,13 @@ def cmd_list(args):
 
 def cmd_calibrate(args):
     from covgan_utils.metrics import calibration, report
+    from covgan_utils.util import files
 
     if args.n < 10:
         raise ValueError(f"--n must be at least 10 (k-nearest-neighbour metrics need neighbours), got {args.n}")
+    out = output(args.out, data=args.data)
     train, val = report.real_split(args.data)
     result = calibration.ladder(train.images, val.images, args.features, args.n)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    files.write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     print(calibration.table(result))
     print(f"report written to {out} ({result['wall_seconds']} s)")

@@ -1,7 +1,6 @@
 """`sample`, `interpolate` and `plot`: images addressed by seed, paths between seeds, a run's figures."""
-import pathlib
 
-from covgan_utils.cli.args import add_checkpoint, add_class_and_truncation, add_run, check_strip_suffix, command, positive_int, seed_int, whole
+from covgan_utils.cli.args import add_checkpoint, add_class_and_truncation, add_run, check_strip_suffix, command, output, positive_int, seed_int, whole
 
 
 def add_commands(subparsers):
@@ -10,6 +9,7 @@ def add_commands(subparsers):
     p.add_argument("--n", type=positive_int, default=16)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=seed_int, default=0, help="first seed")
+    p.add_argument("--overwrite", action="store_true", help="write into a folder that holds another model's samples")
     add_checkpoint(p)
     add_class_and_truncation(p)
     p = command(subparsers, "interpolate", cmd_interpolate, "strip or GIF between the noise of two seeds", check=check_strip_suffix)
@@ -36,18 +36,20 @@ def _generator_and_label(args):
 def cmd_sample(args):
     from covgan_utils import sampling
 
+    out = output(args.out, "dir")
     generator, label = _generator_and_label(args)
-    files = sampling.sample_to_folder(generator, args.n, args.out, args.seed, label, args.truncation)
+    model = {"model": f"run {args.run} ({args.checkpoint})" if args.run else "release"}
+    files = sampling.sample_to_folder(generator, args.n, out, args.seed, label, args.truncation, model=model, overwrite=args.overwrite)
     print(f"wrote {len(files)} images to {args.out}")
 
 
 def cmd_interpolate(args):
     from covgan_utils import sampling
 
+    out = output(args.out)
     generator, label = _generator_and_label(args)
     frames = sampling.interpolate(generator, args.seed_a, args.seed_b, args.steps, args.mode, label, args.truncation)
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    sampling.save_strip(frames, args.out)
+    sampling.save_strip(frames, out)
     print(args.out)
 
 

@@ -1,7 +1,7 @@
 """`ablation ...` and `gpu-job`: equal-compute studies, and the self-contained job a GPU machine runs."""
 import json
 
-from covgan_utils.cli.args import RUN_HELP, check_preset, command, group, positive_float, positive_int, seed_int, whole
+from covgan_utils.cli.args import RUN_HELP, check_preset, command, group, output, positive_float, positive_int, seed_int, whole
 
 ROOT_HELP = "folder of the ablation runs (default models/ablation/)"
 
@@ -49,10 +49,21 @@ def add_commands(subparsers):
     p.add_argument("--n-eval", type=whole(8), default=500, help="generated images scored in metrics.json (default 500)")
 
 
-def _root(args):
+def _root(args, must_exist=True):
+    import pathlib
+
     from covgan_utils.util import paths
 
-    return args.root or paths.MODELS_DIR / "ablation"
+    root = pathlib.Path(args.root or paths.MODELS_DIR / "ablation")
+    if must_exist and not root.is_dir():
+        raise FileNotFoundError(f"--root {root} does not exist; pass the folder of the ablation runs (written by `ablation run`)")
+    return root
+
+
+def _finished(args, *selection):
+    from covgan_utils.studies import ablation
+
+    return ablation.finished_runs(_root(args), *selection)  # none: a one-line ValueError
 
 
 def cmd_ablation_run(args):
@@ -64,7 +75,7 @@ def cmd_ablation_run(args):
 def cmd_ablation_evaluate(args):
     from covgan_utils.studies import ablation
 
-    ablation.evaluate(ablation.finished_runs(_root(args), args.rows, args.seeds), n=args.n, features=args.features)
+    ablation.evaluate(_finished(args, args.rows, args.seeds), n=args.n, features=args.features)
 
 
 def cmd_ablation_curve(args):
@@ -79,13 +90,15 @@ def cmd_ablation_curve(args):
 def cmd_ablation_sheet(args):
     from covgan_utils.studies import ablation
 
-    print("\n".join(ablation.sheet(_root(args), args.out, seed_of_run=args.seed)))
+    out = output(args.out)
+    _finished(args)
+    print("\n".join(ablation.sheet(_root(args), out, seed_of_run=args.seed)))
 
 
 def cmd_ablation_slim(args):
     from covgan_utils.studies import ablation
 
-    for run_dir in ablation.finished_runs(_root(args)):
+    for run_dir in _finished(args):
         print(ablation.slim(run_dir))
 
 
@@ -93,6 +106,7 @@ def cmd_ablation_report(args):
     from covgan_utils.studies import ablation
 
     floor = ablation.read_floor(args.floor) if args.floor else None
+    _finished(args)
     print(ablation.table(_root(args), floor, args.features, args.study))
     if args.study == "families":
         print("\nAugmentation leak (std of angle in degrees, elongation, area fraction; mean asymmetry):\n")
@@ -102,6 +116,7 @@ def cmd_ablation_report(args):
 def cmd_gpu_job(args):
     from covgan_utils.studies import gpu_job
 
+    output(args.out, "dir", data=args.data)
     out = gpu_job.run_job(args.data, args.out, preset=args.preset, minutes=args.minutes, run_dir=args.run_dir, epochs=args.epochs, n_eval=args.n_eval)
     job = json.loads((out / "job.json").read_text())
     kid = json.loads((out / "metrics.json").read_text())["generated"]["kid"]["mean"]

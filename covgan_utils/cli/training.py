@@ -2,7 +2,7 @@
 import pathlib
 
 from covgan_utils import config as config_lib
-from covgan_utils.cli.args import RUN_HELP, add_checkpoint, check_preset, command, positive_float, positive_int, seed_int
+from covgan_utils.cli.args import RUN_HELP, add_checkpoint, check_preset, command, output, positive_float, positive_int, seed_int
 
 
 def add_commands(subparsers):
@@ -28,6 +28,8 @@ def cmd_train(args):
     overrides = {k: v for k, v in pairs if v is not None}
     if args.set and args.resume:
         raise ValueError("--set cannot change a run being resumed; its config.json is kept")
+    if args.run_dir and not args.resume:
+        output(args.run_dir, "dir", data=args.data, flag="--run-dir", create=False)
     if args.resume and args.run_dir and (pathlib.Path(args.run_dir) / "config.json").is_file():
         saved = config_lib.Config.load(args.run_dir)  # resume asks for the run's own config (its --set changes too)
         config = saved.replace(preset=args.preset or saved.preset, **{"time_budget_minutes": 0.0, **overrides})  # --minutes: this invocation's
@@ -39,4 +41,5 @@ def cmd_train(args):
 def cmd_release(args):
     from covgan_utils import runs
 
-    print(runs.export_release(args.run, args.out, args.checkpoint))
+    out = output(args.out, "dir", flag="--out") if args.out else None
+    print(runs.export_release(args.run, out, args.checkpoint))

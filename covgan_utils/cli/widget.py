@@ -4,6 +4,7 @@ import threading
 from covgan_utils.cli.args import AUTOENCODER_PRESETS, RUN_HELP, command, group, port_int, positive_int, whole
 
 NONE = "none"  # --gan none: no generated overlay
+AUTOENCODER_RUN_HELP = "a run folder, a run number, a name under models/, or `latest`"  # RUN_HELP without `release`
 
 
 def add_commands(subparsers):
@@ -13,7 +14,7 @@ def add_commands(subparsers):
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--gan", default="latest", help=f"GAN run whose samples are encoded too: {RUN_HELP}, or `none`")
     p = command(sub, "export", cmd_export, "export the widget (TF.js decoder + latent map) to exports/latent_widget/")
-    p.add_argument("--autoencoder", default="latest", help=f"autoencoder run: {RUN_HELP.replace(', or `release`', '')}")
+    p.add_argument("--autoencoder", default="latest", help=f"autoencoder run: {AUTOENCODER_RUN_HELP}")
     p.add_argument("--gan", default="latest", help=f"GAN run for the generated overlay: {RUN_HELP}, or `none`")
     p.add_argument("--out", default=None, help="output folder (default exports/latent_widget/)")
     p.add_argument("--n-generated", type=positive_int, default=256)
@@ -46,15 +47,16 @@ def cmd_train(args):
 def cmd_export(args):
     from covgan_utils.widget import export
 
-    export.export_widget(args.autoencoder, gan=gan_arg(args.gan), out_dir=args.out, n_generated=args.n_generated, cdn_fallback=args.cdn_fallback,
-                         project=args.project, progression=args.progression, generator=args.generator, project_steps=args.project_steps,
-                         project_starts=args.project_starts, path_steps=args.path_steps, mode=args.mode)
+    projection = export.ProjectionOptions(project=args.project, progression=args.progression, generator=args.generator, steps=args.project_steps,
+                                          starts=args.project_starts, path_steps=args.path_steps, mode=args.mode)
+    export.export_widget(args.autoencoder, gan=gan_arg(args.gan), out_dir=args.out, n_generated=args.n_generated, projection=projection,
+                         cdn_fallback=args.cdn_fallback)
 
 
 def cmd_serve(args):
     from covgan_utils.widget import server as server_lib
 
-    server, url = server_lib.start_server(args.dir, args.port, require_model=True)
+    server, url = server_lib.start_server(args.dir, args.port, check_files=True)
     print(f"serving the latent widget at {url} (Ctrl+C to stop)", flush=True)
     try:
         threading.Event().wait()

@@ -36,7 +36,9 @@ from covgan_utils.util import paths
 
 CACHE_VERSION = 1
 
-
+# The patient-level split every part of the project holds out (GAN, domain encoder, metrics, widget).
+VAL_FRACTION = 0.2
+SPLIT_SEED = 0
 
 
 
@@ -183,7 +185,7 @@ def load_images(path=None, classes=("CT_COVID",), flip=True):
     return load_dataset(path, classes=classes, flip=flip).images
 
 
-def split_by_patient(patients, val_fraction=0.2, seed=0):
+def split_by_patient(patients, val_fraction=VAL_FRACTION, seed=SPLIT_SEED):
     """Seeded patient-level split -> (train_index, val_index); no patient is on both sides."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -196,7 +198,7 @@ def split_by_patient(patients, val_fraction=0.2, seed=0):
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def load_split(path=None, classes=("CT_COVID",), flip=True, val_fraction=0.2, seed=0):
+def load_split(path=None, classes=("CT_COVID",), flip=True, val_fraction=VAL_FRACTION, seed=SPLIT_SEED):
     """(train, val) Datasets of `classes`, split at patient level over COVID + non-COVID patients.
 
     The split is drawn over all patients of both classes and then filtered to `classes`, so the GAN,

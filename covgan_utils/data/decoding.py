@@ -51,7 +51,7 @@ def _read_and_decode(name, read, n_bytes, size):
     if pathlib.PurePath(name).suffix.lower() not in IMAGE_EXTENSIONS:
         return None, f"not an image file name ({', '.join(IMAGE_EXTENSIONS)})"
     if n_bytes is not None and n_bytes > MAX_FILE_BYTES:
-        return None, f"{n_bytes:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit (data.MAX_FILE_BYTES); not read"
+        return None, f"{n_bytes:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit (covgan_utils.data.decoding.MAX_FILE_BYTES); not read"
     try:
         blob = read()
     except READ_ERRORS as err:
@@ -129,7 +129,7 @@ def image_header(data):
             with Image.open(io.BytesIO(data)) as im:
                 return tuple(im.size)
     except Image.DecompressionBombError:
-        return f"over the {MAX_IMAGE_PIXELS:,}-pixel limit (data.MAX_IMAGE_PIXELS); not decoded"
+        return f"over the {MAX_IMAGE_PIXELS:,}-pixel limit (covgan_utils.data.decoding.MAX_IMAGE_PIXELS); not decoded"
     except Exception:  # noqa: BLE001  (PIL raises many types on damaged headers)
         return "not an image (no PNG, JPEG, BMP or TIFF header)"
 
@@ -146,7 +146,7 @@ def check_image(data, size=IMAGE_SIZE):
         return None, header
     width, height = header
     if width * height > MAX_IMAGE_PIXELS:
-        return None, f"{width}x{height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit (data.MAX_IMAGE_PIXELS); not decoded"
+        return None, f"{width}x{height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit (covgan_utils.data.decoding.MAX_IMAGE_PIXELS); not decoded"
     if min(width, height) < MIN_IMAGE_SIDE:
         return None, f"{width}x{height} pixels, under the {MIN_IMAGE_SIDE}-pixel minimum side (data.MIN_IMAGE_SIDE)"
     try:

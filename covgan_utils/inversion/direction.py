@@ -15,8 +15,7 @@ generator is projected into W+, after its mapping network has used the class: it
 
 import numpy as np
 
-from covgan_utils import runs
-from covgan_utils import sampling
+from covgan_utils import checkpoints, runs, sampling
 from covgan_utils.data import dataset
 from covgan_utils.inversion import inversion_encoder, projection
 from covgan_utils.metrics import domain_encoder
@@ -92,7 +91,7 @@ def load_or_fit(run=None, n=24, num_steps=150, seed=0, data_dir=None):
     folder = runs.resolve_run(run)
     file = folder / FILE
     generator = runs.load_generator(run)
-    digest = domain_encoder.weights_digest(generator)  # a cached direction belongs to exactly these weights
+    digest = checkpoints.weights_digest(generator)  # a cached direction belongs to exactly these weights
     if file.is_file():
         with np.load(file) as z:
             if str(z["weights_sha256"]) == digest:

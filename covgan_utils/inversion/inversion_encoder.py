@@ -17,8 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from covgan_utils import runs
-from covgan_utils import sampling
+from covgan_utils import checkpoints, runs, sampling
 from covgan_utils.data import dataset
 from covgan_utils.inversion import projection
 from covgan_utils.metrics import domain_encoder
@@ -179,7 +178,7 @@ def load_or_train(run=None, generator=None, epochs=20, seed=0, data_dir=None, ve
     `inversion-encoder.npz` beside the model's config and retrained when the generator's weights changed."""
     folder = runs.resolve_run(run)
     generator = generator or runs.load_generator(run)
-    digest = domain_encoder.weights_digest(generator)
+    digest = checkpoints.weights_digest(generator)
     cached = load(folder / FILE, digest)
     if cached is not None:
         return generator, cached

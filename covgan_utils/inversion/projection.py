@@ -21,10 +21,9 @@ from keras import ops
 
 from covgan_utils import sampling
 from covgan_utils.data import decoding
-from covgan_utils.metrics import domain_encoder
-from covgan_utils.metrics import quality
+from covgan_utils.metrics import domain_encoder, quality
 from covgan_utils.nets import stylegan
-from covgan_utils.util import backend
+from covgan_utils.util import backend, files
 
 LOSS_WEIGHTS = {"l1": 1.0, "ms_ssim": 1.0, "features": 0.05, "prior": 0.01}
 
@@ -255,8 +254,9 @@ def write_projection(result, stems, out_dir):
     for stem, image in zip(stems, result["images"]):
         sampling.save_png(image, out_dir / f"{stem}.png")
     loss = result.get("loss")
-    np.savez(out_dir / "latents.npz", stems=np.array(stems), latents=result["latents"], space=np.array(result["space"]),
-             loss=np.full(len(stems), np.nan, np.float32) if loss is None else loss)
+    arrays = {"stems": np.array(stems), "latents": result["latents"], "space": np.array(result["space"]),
+              "loss": np.full(len(stems), np.nan, np.float32) if loss is None else loss}
+    files.write_atomic(out_dir / "latents.npz", lambda fh: np.savez(fh, **arrays))
     return out_dir
 
 

@@ -1,10 +1,10 @@
 """Domain encoder: a small conv net trained on the real CT scans, whose embedding is the feature
 space for KID, FID and precision/recall/density/coverage.
 
-Recipe (`train_encoder`, also `python -m covgan_utils metrics train-encoder`):
-- data: COVID + non-COVID scans with their lateral flips, patient-level split
-  `dataset.split_by_patient(patients, val_fraction=0.2, seed=0)`; only the TRAIN side is used, the
-  validation patients stay unseen (they are the held-out reference of the evaluation);
+Recipe (`DomainEncoderConfig`; `train_encoder`, also `python -m covgan_utils metrics train-encoder`):
+- data: COVID + non-COVID scans with their lateral flips, the shared patient-level split
+  `dataset.split_by_patient(patients, dataset.VAL_FRACTION, dataset.SPLIT_SEED)`; only the TRAIN side is
+  used, the validation patients stay unseen (they are the held-out reference of the evaluation);
 - network: five 3x3 stride-2 conv layers (16-32-64-128-128, LeakyReLU) -> global average pool ->
   128-d linear embedding (the features); two heads on the embedding, used only for training:
   a COVID-vs-non-COVID logit and a 64-d projection;
@@ -13,11 +13,15 @@ Recipe (`train_encoder`, also `python -m covgan_utils metrics train-encoder`):
   the two views, which asks for augmentation-invariant features of all training scans;
 - augmentation: random crop (72-100% side) resized back to 128, contrast x[0.8, 1.2], brightness
   +-0.1, Gaussian noise 0.03;
-- Adam 1e-3, batch 64, 60 epochs, seeded (`keras.utils.set_random_seed` and TF op determinism).
-Weights: models/domain_encoder/encoder.weights.h5 (+ config.json with this recipe, the split and the
-SHA-256 of the weights file).
+- Adam 1e-3, batch 64 (full batches only: the contrastive negatives), 60 epochs, seeded
+  (`keras.utils.set_random_seed`, plus op determinism under TensorFlow). Keras `fit` of a small
+  training model written in keras.ops: it trains under TensorFlow or JAX.
+Weights: models/domain_encoder/encoder.weights.h5 (+ config.json with this recipe under "recipe", the
+split and the SHA-256 of the weights).
 """
+import dataclasses
 import hashlib
+import importlib
 import json
 import pathlib
 import time
@@ -25,41 +29,112 @@ import warnings
 
 import numpy as np
 
+from covgan_utils import checkpoints
+from covgan_utils.config import checked_value
 from covgan_utils.data import dataset, decoding, sources
-from covgan_utils.util import paths
+from covgan_utils.metrics import roc
+from covgan_utils.util import files, paths
 
 ENCODER_DIR = paths.MODELS_DIR / "domain_encoder"
 WEIGHTS_NAME = "encoder.weights.h5"
-RECIPE = {
-    "filters": [16, 32, 64, 128, 128],
-    "embed_dim": 128,
-    "projection_dim": 64,
-    "temperature": 0.2,
-    "epochs": 60,
-    "batch_size": 64,
-    "learning_rate": 1e-3,
-    "crop_min": 0.72,
-    "contrast": [0.8, 1.2],
-    "brightness": 0.1,
-    "noise_std": 0.03,
-    "seed": 0,
-    "split": {"classes": list(sources.CLASSES), "flip": True, "val_fraction": 0.2, "split_seed": 0},
-}
+CONFIG_NAME = "config.json"
 
 
-def build(recipe=RECIPE):
-    """(full model [emb, logit, proj], backbone images -> embedding)."""
+@dataclasses.dataclass(frozen=True)
+class EncoderSplit:
+    """The scans the encoder trains on: `classes` (flipped too when `flip`), minus the validation patients."""
+
+    classes: tuple = sources.CLASSES
+    flip: bool = True
+    val_fraction: float = dataset.VAL_FRACTION
+    split_seed: int = dataset.SPLIT_SEED
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainEncoderConfig:
+    """The domain encoder's recipe (see the module docstring); written under "recipe" in its config.json."""
+
+    filters: tuple = (16, 32, 64, 128, 128)
+    embed_dim: int = 128
+    projection_dim: int = 64
+    temperature: float = 0.2
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    crop_min: float = 0.72
+    contrast: tuple = (0.8, 1.2)
+    brightness: float = 0.1
+    noise_std: float = 0.03
+    seed: int = 0
+    split: EncoderSplit = dataclasses.field(default_factory=EncoderSplit)
+
+    def replace(self, **changes):
+        """Copy with some fields changed (unknown names raise ValueError)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown domain encoder recipe field(s) {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, raw, file):
+        """Recipe from its JSON object (config.json's "recipe"). Fields it lacks take their defaults; an unknown
+        field or a value of the wrong type raises a one-line ValueError naming `file` and the field."""
+        values = _checked_fields(cls, raw, file, "recipe")
+        if "split" in values:
+            values["split"] = EncoderSplit(**_checked_fields(EncoderSplit, values["split"], file, "recipe.split"))
+        return cls(**values)
+
+    @classmethod
+    def load(cls, folder=None):
+        """Recipe of the encoder in `folder` (default models/domain_encoder/): its config.json's "recipe";
+        the defaults when the folder has no config.json or the file no recipe."""
+        file = pathlib.Path(folder or ENCODER_DIR) / CONFIG_NAME
+        return cls.from_dict(_read_config(file).get("recipe", {}), file)
+
+
+def _checked_fields(cls, raw, file, where):
+    """{field: value} of a JSON object for dataclass `cls`, each value checked against the field's default."""
+    fix = "fix it or retrain the encoder with `python -m covgan_utils metrics train-encoder`"
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file}: {where!r} must be a JSON object of domain encoder recipe fields, got {type(raw).__name__}; {fix}")
+    defaults = cls()
+    known = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ValueError(f"{file}: unknown field {where}.{key}, not one of {cls.__module__}.{cls.__name__}'s; remove it or {fix}")
+        default = getattr(defaults, key)
+        values[key] = value if dataclasses.is_dataclass(default) else checked_value(default, value, f"{where}.{key}", file)
+    return values
+
+
+def _read_config(file):
+    """config.json of an encoder folder as a dict ({} when there is none)."""
+    if not pathlib.Path(file).is_file():
+        return {}
+    return files.read_json(file, "restore it from git or retrain the encoder with `python -m covgan_utils metrics train-encoder`")
+
+
+def build(config=None):
+    """(full model [emb, logit, proj], backbone images -> embedding) for a DomainEncoderConfig."""
     import keras
     from keras import layers
 
+    config = config or DomainEncoderConfig()
     inp = keras.Input((decoding.IMAGE_SIZE, decoding.IMAGE_SIZE, 1))
     x = inp
-    for f in recipe["filters"]:
+    for f in config.filters:
         x = layers.Conv2D(f, 3, strides=2, padding="same")(x)
         x = layers.LeakyReLU(0.2)(x)
-    emb = layers.Dense(recipe["embed_dim"], name="embedding")(layers.GlobalAveragePooling2D()(x))
+    emb = layers.Dense(config.embed_dim, name="embedding")(layers.GlobalAveragePooling2D()(x))
     logit = layers.Dense(1, name="covid_logit")(emb)
-    proj = layers.Dense(recipe["projection_dim"], name="projection")(layers.Activation("relu")(emb))
+    proj = layers.Dense(config.projection_dim, name="projection")(layers.Activation("relu")(emb))
     full = keras.Model(inp, [emb, logit, proj], name="domain_encoder")
     backbone = keras.Model(inp, emb, name="domain_encoder_backbone")
     return full, backbone
@@ -96,27 +171,13 @@ def _load(folder):
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"no domain encoder weights at {weights}; train them with `python -m covgan_utils metrics train-encoder`")
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    full, backbone = build({**RECIPE, **config.get("recipe", {})})
+    expected = _read_config(folder / CONFIG_NAME).get("weights_sha256")
+    full, backbone = build(DomainEncoderConfig.load(folder))
     full.load_weights(weights)
-    expected = config.get("weights_sha256")
-    if expected and expected != weights_digest(full):
-        warnings.warn(f"{weights} does not match the SHA-256 recorded in config.json; features may differ from the documented ones", stacklevel=3)
+    if expected and expected != checkpoints.weights_digest(full):
+        warnings.warn(f"{weights} does not match the SHA-256 recorded in {CONFIG_NAME}; features may differ from the documented ones", stacklevel=3)
     backbone._covgan_full = full  # load_classifier's COVID head
     return backbone
-
-
-def weights_digest(model):
-    """SHA-256 of the weight values (float32 little-endian, with shapes, in layer order).
-
-    Unlike the .h5 file's own digest (HDF5 stores write times), it is the same for every
-    reproduction of the training run."""
-    digest = hashlib.sha256()
-    for w in model.get_weights():
-        w = np.ascontiguousarray(w, dtype="<f4")
-        digest.update(str(w.shape).encode())
-        digest.update(w.tobytes())
-    return digest.hexdigest()
 
 
 def embed(model, images, batch_size=256):
@@ -126,116 +187,174 @@ def embed(model, images, batch_size=256):
     return np.concatenate(out).astype(np.float32)
 
 
-def _augment(tf, images, rng, recipe):
-    n = tf.shape(images)[0]
-    side = rng.uniform([n, 1], recipe["crop_min"], 1.0)
-    y0 = rng.uniform([n, 1]) * (1.0 - side)
-    x0 = rng.uniform([n, 1]) * (1.0 - side)
-    boxes = tf.concat([y0, x0, y0 + side, x0 + side], axis=1)
-    size = decoding.IMAGE_SIZE
-    out = tf.image.crop_and_resize(images, boxes, tf.range(n), (size, size))
-    lo, hi = recipe["contrast"]
-    out = out * rng.uniform([n, 1, 1, 1], lo, hi) + rng.uniform([n, 1, 1, 1], -recipe["brightness"], recipe["brightness"])
-    out = out + recipe["noise_std"] * rng.normal(tf.shape(out))
-    return tf.clip_by_value(out, -1.0, 1.0)
+def covid_logits(full, images, batch_size=256):
+    """COVID logits [N] of the full model's class head for images [N, 128, 128, 1] in [-1, 1]."""
+    images = np.asarray(images, np.float32)
+    return np.concatenate([np.asarray(full(images[s:s + batch_size], training=False)[1])[:, 0] for s in range(0, len(images), batch_size)])
 
 
-def _nt_xent(tf, a, b, temperature):
-    a = tf.math.l2_normalize(a, axis=1)
-    b = tf.math.l2_normalize(b, axis=1)
-    z = tf.concat([a, b], axis=0)
-    n = tf.shape(a)[0]
-    sim = tf.matmul(z, z, transpose_b=True) / temperature - 1e9 * tf.eye(2 * n)
-    targets = tf.concat([tf.range(n, 2 * n), tf.range(0, n)], axis=0)
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, sim))
-
-
-def _auc(labels, scores):
-    labels = np.asarray(labels, bool)
-    order = np.argsort(scores)
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def train_encoder(path=None, out_dir=None, epochs=None, recipe=RECIPE, verbose=True):
-    """Train the domain encoder on the train split only and write weights + config.json -> folder."""
+def augment(images, seed, config):
+    """A random view of each image [N, H, W, 1]: crop (side crop_min..1) resized back, contrast, brightness, noise."""
     import keras
-    import tensorflow as tf
+    from keras import ops
 
-    recipe = dict(recipe)
-    if epochs is not None:
-        recipe["epochs"] = int(epochs)
-    keras.utils.set_random_seed(recipe["seed"])
-    tf.config.experimental.enable_op_determinism()
-    split = recipe["split"]
-    ds = dataset.load_dataset(path, classes=tuple(split["classes"]), flip=split["flip"])
-    train_idx, val_idx = dataset.split_by_patient(ds.patients, split["val_fraction"], split["split_seed"])
-    train, val = ds.subset(train_idx), ds.subset(val_idx)
-    x = train.images
-    y = (train.classes == "CT_COVID").astype(np.float32)[:, None]
-    full, _ = build(recipe)
-    opt = keras.optimizers.Adam(recipe["learning_rate"])
-    rng = tf.random.Generator.from_seed(recipe["seed"])
-    bce = keras.losses.BinaryCrossentropy(from_logits=True)
+    n, size = ops.shape(images)[0], images.shape[1]
+    side = keras.random.uniform((n, 1), config.crop_min, 1.0, seed=seed)  # [N, 1] crop side, fraction of the image
+    y0 = keras.random.uniform((n, 1), seed=seed) * (1.0 - side)  # [N, 1] top edge
+    x0 = keras.random.uniform((n, 1), seed=seed) * (1.0 - side)  # [N, 1] left edge
+    zero = ops.zeros_like(side)
+    # output pixel (x, y) reads input (side x + x0 (size - 1), side y + y0 (size - 1)): crop_and_resize's sampling
+    transform = ops.concatenate([side, zero, x0 * (size - 1), zero, side, y0 * (size - 1), zero, zero], axis=1)  # [N, 8]
+    out = ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="nearest")  # [N, H, W, 1]
+    lo, hi = config.contrast
+    out = out * keras.random.uniform((n, 1, 1, 1), lo, hi, seed=seed)
+    out = out + keras.random.uniform((n, 1, 1, 1), -config.brightness, config.brightness, seed=seed)
+    out = out + config.noise_std * keras.random.normal(ops.shape(out), seed=seed)
+    return ops.clip(out, -1.0, 1.0)
 
-    @tf.function
-    def step(images, labels):
-        v1 = _augment(tf, images, rng, recipe)
-        v2 = _augment(tf, images, rng, recipe)
-        with tf.GradientTape() as tape:
-            _, l1, p1 = full(v1, training=True)
-            _, l2, p2 = full(v2, training=True)
-            cls = 0.5 * (bce(labels, l1) + bce(labels, l2))
-            con = _nt_xent(tf, p1, p2, recipe["temperature"])
-            loss = cls + con
-        grads = tape.gradient(loss, full.trainable_variables)
-        opt.apply_gradients(zip(grads, full.trainable_variables))
-        return cls, con
 
-    order_rng = np.random.RandomState(recipe["seed"])
-    bs = recipe["batch_size"]
-    history = []
-    started = time.time()
-    for epoch in range(recipe["epochs"]):
-        order = order_rng.permutation(len(x))
-        losses = []
-        for s in range(0, len(order) - bs + 1, bs):  # full batches only (contrastive negatives)
-            idx = order[s:s + bs]
-            losses.append([float(v) for v in step(tf.constant(x[idx]), tf.constant(y[idx]))])
-        cls, con = np.mean(losses, axis=0)
-        history.append({"epoch": epoch + 1, "class_loss": round(float(cls), 4), "contrastive_loss": round(float(con), 4)})
-        if verbose:
-            print(f"epoch {epoch + 1}/{recipe['epochs']}: class {cls:.4f}  contrastive {con:.4f}  ({time.time() - started:.0f} s)", flush=True)
-    logits = np.concatenate([np.asarray(full(val.images[s:s + 256], training=False)[1])[:, 0] for s in range(0, len(val), 256)])
-    val_labels = val.classes == "CT_COVID"
+def nt_xent(a, b, temperature):
+    """NT-Xent (SimCLR) loss between projections a, b [N, d] of two views of the same N images."""
+    import keras
+    from keras import ops
+
+    z = ops.concatenate([ops.normalize(a, axis=1), ops.normalize(b, axis=1)], axis=0)  # [2N, d], unit rows
+    n = ops.shape(a)[0]
+    sim = ops.matmul(z, ops.transpose(z)) / temperature - 1e9 * ops.eye(2 * n)  # [2N, 2N], no self-pairs
+    targets = ops.concatenate([ops.arange(n, 2 * n), ops.arange(0, n)], axis=0)  # [2N] the other view
+    return ops.mean(keras.losses.sparse_categorical_crossentropy(targets, sim, from_logits=True))
+
+
+def _trainer(full, config):
+    """The encoder's training model: two augmented views through `full`, the loss in `compute_loss` and its two
+    terms as the step's logs, so that Keras' own train step runs it under TensorFlow or JAX (Keras is imported
+    here: loading this module starts no backend)."""
+    import keras
+    from keras import ops
+
+    class Trainer(keras.Model):
+        def __init__(self):
+            super().__init__(name="domain_encoder_trainer")
+            self.full = full
+            self.seed_generator = keras.random.SeedGenerator(config.seed)
+
+        def call(self, images, training=False):
+            _, l1, p1 = self.full(augment(images, self.seed_generator, config), training=training)
+            _, l2, p2 = self.full(augment(images, self.seed_generator, config), training=training)
+            return l1, l2, p1, p2  # logits [N, 1], projections [N, d]
+
+        def terms(self, y, y_pred):
+            l1, l2, p1, p2 = y_pred
+            bce = [ops.mean(keras.losses.binary_crossentropy(y, logit, from_logits=True)) for logit in (l1, l2)]
+            return 0.5 * (bce[0] + bce[1]), nt_xent(p1, p2, config.temperature)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            return sum(self.terms(y, y_pred))
+
+        def compute_metrics(self, x, y, y_pred, sample_weight=None):  # this step's terms, not running means
+            cls, con = self.terms(y, y_pred)
+            return {"class_loss": cls, "contrastive_loss": con}
+
+    return Trainer()
+
+
+def fit_encoder(images, labels, config=None, verbose=True):
+    """Train a fresh encoder on `images` [N, 128, 128, 1] in [-1, 1] with `labels` [N] (1 = COVID) on the
+    running Keras backend -> (full model, history: per epoch {"epoch", "class_loss", "contrastive_loss"})."""
+    import keras
+
+    config = config or DomainEncoderConfig()
+    x, y = np.asarray(images, np.float32), np.asarray(labels, np.float32).reshape(-1, 1)
+    bs = config.batch_size
+    if len(x) < bs:
+        raise ValueError(f"the domain encoder trains on full batches of {bs} images (contrastive negatives), got {len(x)} images; lower batch_size")
+    keras.utils.set_random_seed(config.seed)
+    full, _ = build(config)
+    trainer = _trainer(full, config)
+    trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    steps = len(x) // bs
+    terms, history, started = [], [], time.time()
+
+    def after_step(step, logs):  # epochs are counted here: one Keras epoch compiles the step once under JAX
+        terms.append((float(logs["class_loss"]), float(logs["contrastive_loss"])))
+        if len(terms) % steps == 0:
+            cls, con = np.mean(terms[-steps:], axis=0)
+            history.append({"epoch": len(history) + 1, "class_loss": round(float(cls), 4), "contrastive_loss": round(float(con), 4)})
+            if verbose:
+                print(f"epoch {len(history)}/{config.epochs}: class {cls:.4f}  contrastive {con:.4f}  ({time.time() - started:.0f} s)", flush=True)
+
+    trainer.fit(_full_batches(x, y, bs, config.seed), steps_per_epoch=steps * config.epochs, epochs=1, verbose=0,
+                callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=after_step)])
+    return full, history
+
+
+def _full_batches(x, y, batch_size, seed):
+    """Endless (images, labels) batches: a fresh seeded permutation every epoch, full batches only (contrastive negatives)."""
+    rng = np.random.RandomState(seed)
+    while True:
+        order = rng.permutation(len(x))
+        for s in range(0, len(order) - batch_size + 1, batch_size):
+            yield x[order[s:s + batch_size]], y[order[s:s + batch_size]]
+
+
+def _deterministic():
+    """Seeded runs give the same weights: op determinism under TensorFlow (JAX on CPU is deterministic)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def save_encoder(full, out_dir, config, extra=None):
+    """Write the weights and config.json (digests, recipe, then `extra` and versions) -> out_dir."""
+    import keras
+
     out_dir = pathlib.Path(out_dir or ENCODER_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS_NAME
     full.save_weights(weights)
-    config = {
-        "description": "Domain encoder for KID/FID/PRDC features; see covgan_utils/encoder.py for the recipe.",
+    backend = keras.backend.backend()
+    record = {
+        "description": "Domain encoder for KID/FID/PRDC features; see covgan_utils/metrics/domain_encoder.py for the recipe.",
         "weights": WEIGHTS_NAME,
-        "weights_sha256": weights_digest(full),
+        "weights_sha256": checkpoints.weights_digest(full),
         "file_sha256": sha256_of(weights),
-        "recipe": recipe,
+        "recipe": config.to_dict(),
+        **(extra or {}),
+        "versions": {backend: importlib.import_module(backend).__version__, "keras": keras.__version__, "numpy": np.__version__},
+    }
+    files.write_text_atomic(out_dir / CONFIG_NAME, json.dumps(record, indent=2) + "\n")
+    return out_dir
+
+
+def train_encoder(path=None, out_dir=None, epochs=None, config=None, verbose=True):
+    """Train the domain encoder on the train split only and write weights + config.json -> folder."""
+    config = config or DomainEncoderConfig()
+    if epochs is not None:
+        config = config.replace(epochs=int(epochs))
+    _deterministic()
+    split = config.split
+    ds = dataset.load_dataset(path, classes=tuple(split.classes), flip=split.flip)
+    train_idx, val_idx = dataset.split_by_patient(ds.patients, split.val_fraction, split.split_seed)
+    train, val = ds.subset(train_idx), ds.subset(val_idx)
+    started = time.time()
+    full, history = fit_encoder(train.images, train.classes == "CT_COVID", config, verbose)
+    logits = covid_logits(full, val.images)
+    val_labels = val.classes == "CT_COVID"
+    extra = {
         "split": {
             "train_images": int(len(train)),
             "val_images": int(len(val)),
             "train_patients": int(len(np.unique(train.patients))),
             "val_patients": int(len(np.unique(val.patients))),
-            "train_per_class": {c: int((train.classes == c).sum()) for c in split["classes"]},
-            "val_per_class": {c: int((val.classes == c).sum()) for c in split["classes"]},
+            "train_per_class": {c: int((train.classes == c).sum()) for c in split.classes},
+            "val_per_class": {c: int((val.classes == c).sum()) for c in split.classes},
             "val_patients_sha256": hashlib.sha256("\n".join(sorted(np.unique(val.patients))).encode()).hexdigest(),
         },
-        "validation": {
-            "covid_accuracy": float(((logits > 0) == val_labels).mean()),
-            "covid_auc": _auc(val_labels, logits),
-        },
+        "validation": {"covid_accuracy": float(((logits > 0) == val_labels).mean()), "covid_auc": roc.auc(val_labels, logits)},
         "history": history,
         "train_seconds": round(time.time() - started, 1),
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
     }
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return out_dir
+    return save_encoder(full, out_dir, config, extra)

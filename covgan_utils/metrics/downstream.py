@@ -2,15 +2,16 @@
 help a COVID-vs-non-COVID classifier on unseen patients?
 
 The classifier (three conv layers on 64x64 inputs) is trained on the real images of the
-patient-level train split (COVID + non-COVID, `split_by_patient(val_fraction=0.2, seed=0)`), once
+patient-level train split (COVID + non-COVID, the shared `dataset.VAL_FRACTION` and `SPLIT_SEED`), once
 without and once with the synthetic COVID images added, and tested on the validation patients.
-Accuracy (threshold 0.5) and ROC AUC are reported as mean and std over seeds.
+Accuracy (threshold 0.5) and ROC AUC (`metrics.roc.auc`) are reported as mean and std over seeds.
 """
 import time
 
 import numpy as np
 
 from covgan_utils.data import dataset, sources
+from covgan_utils.metrics import roc
 
 
 def _small(images, size):
@@ -38,26 +39,6 @@ def _classifier(size, seed):
     return model
 
 
-def auc(labels, scores):
-    """ROC AUC by the rank-sum (Mann-Whitney) formula; ties get average ranks."""
-    labels = np.asarray(labels, bool)
-    scores = np.asarray(scores, np.float64)
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average ranks over ties
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def downstream_utility(synthetic_covid, seeds=(0, 1, 2), epochs=10, size=64, batch_size=32, path=None, train=None, val=None, verbose=False):
     """Train the classifier with and without `synthetic_covid` ([N, 128, 128, 1] in [-1, 1], labelled
     COVID) for each seed -> {"real_only": {...}, "with_synthetic": {...}, ...}, each with accuracy
@@ -69,7 +50,7 @@ def downstream_utility(synthetic_covid, seeds=(0, 1, 2), epochs=10, size=64, bat
     started = time.time()
     if train is None or val is None:
         ds = dataset.load_dataset(path, classes=sources.CLASSES, flip=True)
-        train_idx, val_idx = dataset.split_by_patient(ds.patients, val_fraction=0.2, seed=0)
+        train_idx, val_idx = dataset.split_by_patient(ds.patients, dataset.VAL_FRACTION, dataset.SPLIT_SEED)
         train = (ds.images[train_idx], (ds.classes[train_idx] == "CT_COVID").astype(np.float32))
         val = (ds.images[val_idx], (ds.classes[val_idx] == "CT_COVID").astype(np.float32))
     x_train, y_train = _small(train[0], size), np.asarray(train[1], np.float32)
@@ -88,7 +69,7 @@ def downstream_utility(synthetic_covid, seeds=(0, 1, 2), epochs=10, size=64, bat
             model.fit(x[order], y[order], epochs=epochs, batch_size=batch_size, verbose=0)
             scores = model.predict(x_val, verbose=0)[:, 0]
             accs.append(float(((scores > 0.5) == (y_val > 0.5)).mean()))
-            aucs.append(auc(y_val > 0.5, scores))
+            aucs.append(roc.auc(y_val > 0.5, scores))
             if verbose:
                 print(f"{name} seed {seed}: accuracy {accs[-1]:.3f} AUC {aucs[-1]:.3f}", flush=True)
         out[name] = {

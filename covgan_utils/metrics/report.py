@@ -214,9 +214,9 @@ def write_report(report, out_file):
 # ---------------------------------------------------------------- real reference sets
 
 def real_split(path=None, flip=True):
-    """(train, val) Datasets of the COVID scans, from the patient-level split over COVID + non-COVID
-    (val_fraction 0.2, seed 0) that the domain encoder is trained on, so validation scans stay unseen."""
-    return dataset.load_split(path, classes=("CT_COVID",), flip=flip, val_fraction=0.2, seed=0)
+    """(train, val) Datasets of the COVID scans, from the shared patient-level split over COVID + non-COVID
+    (`dataset.VAL_FRACTION`, `dataset.SPLIT_SEED`) that the domain encoder is trained on, so validation scans stay unseen."""
+    return dataset.load_split(path, classes=("CT_COVID",), flip=flip, val_fraction=dataset.VAL_FRACTION, seed=dataset.SPLIT_SEED)
 
 
 def export_real(out_dir, path=None):

@@ -11,20 +11,16 @@ MAX_FILES files, each under MAX_FILE_BYTES:
 - `job.json`: device, Keras backend, wall minutes, epochs, steps and seconds per step.
 """
 import json
-import os
 import pathlib
-import platform
 import shutil
 import time
-
-import keras
 
 from covgan_utils import config as config_lib
 from covgan_utils import runs, sampling
 from covgan_utils.data import dataset, sources
 from covgan_utils.metrics import report as report_lib
 from covgan_utils.training import loop
-from covgan_utils.util import files
+from covgan_utils.util import files, hardware
 
 MAX_FILES = 8
 
@@ -104,38 +100,11 @@ def step_timing(rows, batch_size):
     }
 
 
-def describe_device():
-    """Keras backend and the devices it computes on (jax.devices() under JAX)."""
-    backend = keras.backend.backend()
-    info = {"keras_backend": backend, "keras_version": keras.__version__, "keras_location": str(pathlib.Path(keras.__file__).parent)}
-    if backend == "jax":
-        import jax
-
-        devices = jax.devices()
-        info.update(jax_version=jax.__version__, platform=devices[0].platform, devices=[f"{d.platform}:{d.id} {d.device_kind}" for d in devices])
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        info.update(tensorflow_version=tf.__version__, platform="gpu" if gpus else "cpu", devices=[d.name for d in gpus] or ["cpu"])
-    info["host"] = {"machine": platform.machine(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version()}
-    return info
-
-
-def _cpu_model():
-    try:
-        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor()
-
-
 def describe_job(run_dir, config, train_seconds):
     """job.json content: device, backend, preset, wall minutes of training, epochs and step timing."""
     timing = step_timing(files.read_jsonl(run_dir / "stats.jsonl"), config.batch_size)
     return {
-        **describe_device(),
+        **hardware.device_info(),
         "preset": config.preset,
         "time_budget_minutes": config.time_budget_minutes,
         "epochs_planned": config.epochs,

@@ -17,12 +17,10 @@ import time
 
 import numpy as np
 
-from covgan_utils import runs
-from covgan_utils import sampling
+from covgan_utils import runs, sampling
 from covgan_utils.data import dataset, followup
 from covgan_utils.inversion import inversion_encoder, projection
-from covgan_utils.metrics import domain_encoder
-from covgan_utils.metrics import quality
+from covgan_utils.metrics import domain_encoder, quality
 from covgan_utils.util import hardware, paths
 from covgan_utils.widget import autoencoder
 

@@ -9,11 +9,9 @@ import time
 import keras
 import numpy as np
 
-from covgan_utils import checkpoints
-from covgan_utils import sampling
-from covgan_utils.metrics import domain_encoder
+from covgan_utils import checkpoints, sampling
+from covgan_utils.metrics import domain_encoder, quality
 from covgan_utils.metrics import features as features_lib
-from covgan_utils.metrics import quality
 from covgan_utils.util.files import append_jsonl
 
 # ---------------------------------------------------------------- callbacks

@@ -10,8 +10,7 @@ import random
 import keras
 import numpy as np
 
-from covgan_utils import checkpoints
-from covgan_utils import sampling
+from covgan_utils import checkpoints, sampling
 from covgan_utils.nets import families
 from covgan_utils.training import augment as augment_lib
 from covgan_utils.training import losses, steps

@@ -6,6 +6,8 @@ noise streams all come back from the checkpoint.
 """
 import json
 import pathlib
+import shutil
+import warnings
 
 import numpy as np
 
@@ -28,11 +30,31 @@ from covgan_utils.training.gan import GAN, seed_everything
 from covgan_utils.util import files
 
 
+class RepairedLogWarning(UserWarning):
+    """A run's *.jsonl log ended in a half-written line (a kill during a write); the line was dropped."""
+
+
+def _records(file):
+    """(line, record) pairs of a *.jsonl log; a half-written LAST line is dropped with a warning, a bad
+    line before it is a one-line error naming the file and the line."""
+    lines = [ln for ln in file.read_text(errors="replace").splitlines() if ln.strip()]
+    out = []
+    for number, line in enumerate(lines, 1):
+        try:
+            out.append((line, json.loads(line)))
+        except ValueError:
+            if number < len(lines):
+                raise ValueError(f"{file}: line {number} is not JSON; restore the file or train into a new folder") from None
+            warnings.warn(f"{file}: dropped a half-written last line (left by a killed write)", RepairedLogWarning, stacklevel=3)
+    return out
+
+
 def truncate_jsonl(run_dir, epoch):
-    """Drop lines with epoch > `epoch` from every *.jsonl log in `run_dir` (used on resume)."""
+    """Drop lines with epoch > `epoch` from every *.jsonl log in `run_dir` (used on resume); a half-written
+    last line is repaired with a warning naming the file."""
     for file in pathlib.Path(run_dir).glob("*.jsonl"):
-        lines = [ln for ln in file.read_text().splitlines() if ln.strip() and json.loads(ln).get("epoch", 0) <= epoch]
-        files.write_text_atomic(file, "".join(ln + "\n" for ln in lines))
+        kept = [line for line, record in _records(file) if not isinstance(record, dict) or record.get("epoch", 0) <= epoch]
+        files.write_text_atomic(file, "".join(ln + "\n" for ln in kept))
 
 
 # ---------------------------------------------------------------- data pipeline
@@ -57,9 +79,20 @@ def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), image
     `resume=True` continues from the newest checkpoint in `run_dir`: epoch counter, weights, optimizer
     state, augmentation and noise streams, so the result equals an uninterrupted run; `epochs` and
     `time_budget_minutes` come from `config`, everything else from the run's config.json. `images`
-    (and, for a conditional config, `labels` [N] class indices) override the data (tests).
+    (and, for a conditional config, `labels` [N] class indices) override the data (tests). A training
+    that fails before its first checkpoint removes the run folder it created.
     """
+    created = not resume and (run_dir is None or not pathlib.Path(run_dir).exists())
     run_dir = _prepare_run_dir(config, run_dir, resume)
+    try:
+        return _run(config, run_dir, data_dir, resume, callbacks, images, verbose, labels)
+    except BaseException:
+        if created and latest_checkpoint(run_dir) is None:
+            shutil.rmtree(run_dir, ignore_errors=True)  # no folder holding only config.json becomes the "newest run"
+        raise
+
+
+def _run(config, run_dir, data_dir, resume, callbacks, images, verbose, labels):
     if resume:
         config = _resumable_config(config, run_dir)
     config.save(run_dir)

@@ -1,26 +1,65 @@
-"""The one description of the machine a run or report was made on (CPU cores and model, or GPU names)."""
+"""The one description of the machine a run or report was made on: CPU cores and model, the GPUs the Keras
+backend computes on (JAX or TensorFlow), as one line (`hardware`) or as the fields of a job file (`device_info`)."""
 import os
+import pathlib
 import platform
 
 import keras
 
 
 def hardware():
-    """One line naming the machine the runs were trained on (and the Keras backend when it is not TensorFlow)."""
-    gpus = _gpu_names()
+    """One line naming the machine: its GPUs (with "(JAX)" under JAX), else "CPU (<cores>, <model>)"."""
+    gpus = [name for _, name in gpus_seen()]
     if gpus:
-        return ", ".join(gpus)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # taskset pins runs
-    cores = f"{usable} cores" if usable == os.cpu_count() else f"{usable} of {os.cpu_count()} cores"
-    return f"CPU ({cores}, {platform.processor() or platform.machine()})"
+        suffix = " (JAX)" if keras.backend.backend() == "jax" else ""
+        return ", ".join(name + suffix for name in gpus)
+    usable, total = cpu_cores()
+    cores = f"{usable} cores" if usable == total else f"{usable} of {total} cores"
+    return f"CPU ({cores}, {cpu_model()})"
 
 
-def _gpu_names():
-    """Names of the GPUs the Keras backend sees (empty on a CPU-only machine)."""
+def cpu_cores():
+    """(cores this process may use, cores of the machine): taskset and containers pin runs to fewer."""
+    total = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
+    return usable, total
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, else what `platform` knows (the architecture at least)."""
+    try:
+        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def gpus_seen():
+    """[(index, name)] of the GPUs the Keras backend computes on (empty on a CPU-only machine)."""
     if keras.backend.backend() == "jax":
         import jax
 
-        return [f"{d.device_kind} (JAX)" for d in jax.devices() if d.platform == "gpu"]
+        return [(d.id, d.device_kind) for d in jax.devices() if d.platform == "gpu"]
     import tensorflow as tf  # the TensorFlow backend: TensorFlow is loaded already
 
-    return [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in tf.config.list_physical_devices("GPU")]
+    return [(i, tf.config.experimental.get_device_details(g).get("device_name", "GPU")) for i, g in enumerate(tf.config.list_physical_devices("GPU"))]
+
+
+def device_info():
+    """The backend and devices fields of a job file: keras_backend, keras_version, keras_location, jax_version or
+    tensorflow_version, platform ("gpu" | "cpu"), devices ["gpu:0 <name>", ...] and host (machine, cpu, cpu_count, python)."""
+    backend = keras.backend.backend()
+    info = {"keras_backend": backend, "keras_version": keras.__version__, "keras_location": str(pathlib.Path(keras.__file__).parent)}
+    if backend == "jax":
+        import jax
+
+        devices = jax.devices()  # every device JAX computes on, CPUs included
+        info.update(jax_version=jax.__version__, platform=devices[0].platform, devices=[f"{d.platform}:{d.id} {d.device_kind}" for d in devices])
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = gpus_seen()
+        info.update(tensorflow_version=tf.__version__, platform="gpu" if gpus else "cpu", devices=[f"gpu:{i} {name}" for i, name in gpus] or ["cpu"])
+    info["host"] = {"machine": platform.machine(), "cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    return info

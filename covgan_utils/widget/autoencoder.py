@@ -19,6 +19,7 @@ import zipfile
 
 import numpy as np
 
+from covgan_utils import config as config_lib
 from covgan_utils import runs, sampling
 from covgan_utils.data import dataset, decoding, sources
 from covgan_utils.util import files
@@ -37,6 +38,8 @@ SCALE_255 = 127.5**2  # MSE on [-1, 1] -> MSE on the 0-255 scale
 
 @dataclasses.dataclass
 class AutoencoderConfig:
+    """Everything that defines an autoencoder run; written to `config.json` in its run folder."""
+
     preset: str = "paper"
     hidden: tuple = (512, 256, 128, 32)  # encoder widths before the latent layer; the decoder mirrors them
     latent_dim: int = 2
@@ -45,29 +48,76 @@ class AutoencoderConfig:
     learning_rate: float = 1e-3
     classes: tuple = sources.CLASSES  # both classes: the map shows COVID and non-COVID scans
     flip: bool = True  # train on the lateral-flip copies too (the map shows the originals only)
-    val_fraction: float = 0.2
-    seed: int = 0
+    val_fraction: float = dataset.VAL_FRACTION  # the project's patient split, as the GAN's
+    split_seed: int = dataset.SPLIT_SEED
+    seed: int = 0  # initial weights, shuffling and the max_train subsample
     max_train: int = 0  # 0 = all; smoke runs cap the number of training/validation images
     data_path: str = None  # None = the usual data search (see sources.find_data_dir)
-    gan_run: str = None  # GAN run whose samples are encoded too ("latest", a path, or None)
+    gan_run: str = None  # GAN run whose samples are encoded too: a run designator (`covgan_utils.runs`) or None
     n_generated: int = 256
+
+    def __post_init__(self):
+        unknown = [c for c in self.classes if c not in sources.CLASSES]
+        if unknown:
+            raise ValueError(f"unknown class {unknown[0]!r} in the autoencoder config; choose from {', '.join(sources.CLASSES)}")
 
     @property
     def widths(self):
         """Widths of the five encoder Dense layers, latent included."""
         return tuple(self.hidden) + (self.latent_dim,)
 
+    def replace(self, **changes):
+        """Copy with some fields changed (unknown names raise a one-line ValueError)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown autoencoder config field(s) {unknown}; choose from {', '.join(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **changes)
+
     def to_json(self):
         return {**dataclasses.asdict(self), "hidden": list(self.hidden), "classes": list(self.classes)}
 
+    def save(self, run_dir):
+        """Write `<run_dir>/config.json` atomically."""
+        files.write_text_atomic(pathlib.Path(run_dir) / "config.json", json.dumps(self.to_json(), indent=2) + "\n")
+
     @classmethod
-    def from_json(cls, blob):
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in blob.items() if k in known}
-        for key in ("hidden", "classes"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
+    def from_json(cls, blob, source="config.json"):
+        """Config from a parsed config.json: missing fields take their defaults; an unknown field or a value
+        of the wrong type raises a one-line ValueError naming `source` and the field."""
+        if not isinstance(blob, dict):
+            raise ValueError(f"{source}: expected a JSON object of autoencoder config fields, got {type(blob).__name__}")
+        defaults, known = cls(), {f.name for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in blob.items():
+            if key not in known:
+                raise ValueError(f"{source}: unknown autoencoder config field {key!r}, not one of AutoencoderConfig's "
+                                 f"(is it an autoencoder run folder?); remove the field or retrain")
+            default = getattr(defaults, key)
+            if default is None:  # the optional text fields
+                if value is not None and not isinstance(value, str):
+                    raise ValueError(f"{source}: field {key!r} must be a string or null, got {json.dumps(value)}; fix it or restore the file")
+                values[key] = value
+            else:
+                values[key] = config_lib.checked_value(default, value, key, source)
+        if "split_seed" not in blob:  # written before split_seed existed: the split followed `seed`
+            values["split_seed"] = values.get("seed", defaults.seed)
+        try:
+            return cls(**values)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+
+    @classmethod
+    def load(cls, run_dir):
+        """Config from `<run_dir>/config.json` (`from_json`); a missing or unreadable file raises a one-line error."""
+        file = pathlib.Path(run_dir) / "config.json"
+        retrain = "retrain it with `python -m covgan_utils widget train`"
+        if not file.is_file():
+            raise FileNotFoundError(f"no config.json in {run_dir}: is it an autoencoder run folder? {retrain}")
+        try:
+            blob = json.loads(file.read_bytes().decode("utf-8"))
+        except ValueError as err:  # not UTF-8, not JSON
+            raise ValueError(f"{file}: not a valid autoencoder config (not JSON: {' '.join(str(err).split())}); restore it or {retrain}") from None
+        return cls.from_json(blob, source=file)
 
 
 PRESETS = {
@@ -82,7 +132,7 @@ def get_config(preset="paper", **overrides):
     if preset not in PRESETS:
         raise ValueError(f"unknown autoencoder preset {preset!r}; choose from {', '.join(PRESETS)}")
     values = {"preset": preset, **PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    return AutoencoderConfig(**values)
+    return AutoencoderConfig().replace(**values)
 
 
 # ---------------------------------------------------------------- model
@@ -124,13 +174,7 @@ def load_autoencoder(run_dir):
     if not model_file.is_file():
         raise FileNotFoundError(f"no {MODEL_FILE} in {run_dir}: train one with `python -m covgan_utils widget train`")
     retrain = "retrain it with `python -m covgan_utils widget train`"
-    config_file = run_dir / "config.json"
-    try:
-        config = AutoencoderConfig.from_json(json.loads(config_file.read_bytes().decode("utf-8")))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no config.json in {run_dir}: is it an autoencoder run folder? {retrain}") from None
-    except (ValueError, TypeError, AttributeError) as err:  # not JSON / not UTF-8, not an object, a field of the wrong type
-        raise ValueError(f"{config_file}: not a valid autoencoder config ({' '.join(str(err).split())}); restore it or {retrain}") from None
+    config = AutoencoderConfig.load(run_dir)
     if not zipfile.is_zipfile(model_file):
         raise ValueError(f"{model_file}: refused (not a .keras zip archive: damaged or truncated); {retrain}")
     try:
@@ -151,10 +195,20 @@ def run_suffix(config):
 
 # ---------------------------------------------------------------- data
 
+def split_dataset(config, flip):
+    """(Dataset of `config.classes`, train indices, val indices): the project's patient-level split, drawn over
+    the patients of both classes (as `dataset.load_split`), so every model holds out the same patients."""
+    ds = dataset.load_dataset(config.data_path, classes=sources.CLASSES, flip=flip)
+    _, val_idx = dataset.split_by_patient(ds.patients, config.val_fraction, config.split_seed)
+    is_val = np.zeros(len(ds), bool)
+    is_val[val_idx] = True
+    keep = np.isin(ds.classes, config.classes)
+    return ds.subset(keep), np.flatnonzero(~is_val[keep]), np.flatnonzero(is_val[keep])
+
+
 def load_training_data(config):
-    """(train, val, real) Datasets: patient-level split of both classes (+flips); `real` = originals for the map."""
-    ds = dataset.load_dataset(config.data_path, classes=config.classes, flip=config.flip)
-    train_idx, val_idx = dataset.split_by_patient(ds.patients, config.val_fraction, config.seed)
+    """(train, val, val patients): the patient-level split of `config.classes` (+flips); smoke runs subsample it."""
+    ds, train_idx, val_idx = split_dataset(config, config.flip)
     if config.max_train:
         rng = np.random.RandomState(config.seed)
         train_idx = np.sort(rng.permutation(train_idx)[: config.max_train])
@@ -164,9 +218,8 @@ def load_training_data(config):
 
 
 def load_real_images(config):
-    """The original (unflipped) scans of both classes with a `split` column ("train"/"val")."""
-    ds = dataset.load_dataset(config.data_path, classes=config.classes, flip=False)
-    train_idx, val_idx = dataset.split_by_patient(ds.patients, config.val_fraction, config.seed)
+    """(the original, unflipped scans of `config.classes`, their side of the split: "train"/"val" per scan)."""
+    ds, _, val_idx = split_dataset(config, flip=False)
     split = np.full(len(ds), "train", dtype="<U5")
     split[val_idx] = "val"
     return ds, split
@@ -211,9 +264,10 @@ def train_autoencoder(config=None, run_dir=None, verbose=1):
     import keras
 
     config = config or get_config("paper")
+    gan = resolve_gan(config.gan_run, verbose)  # a bad designator fails before any training
     run_dir = pathlib.Path(run_dir) if run_dir else runs.new_run_dir(run_suffix(config))
     run_dir.mkdir(parents=True, exist_ok=True)
-    files.write_text_atomic(run_dir / "config.json", json.dumps(config.to_json(), indent=2) + "\n")
+    config.save(run_dir)
 
     train, val, _ = load_training_data(config)
     if verbose:
@@ -260,7 +314,7 @@ def train_autoencoder(config=None, run_dir=None, verbose=1):
     if verbose:
         print(format_metrics(metrics))
 
-    encode_latents(run_dir, gan=config.gan_run, n_generated=config.n_generated, verbose=verbose)
+    encode_latents(run_dir, run_dir / LATENTS_FILE, gan=gan, n_generated=config.n_generated, verbose=verbose)
     return run_dir
 
 
@@ -274,34 +328,63 @@ def format_metrics(m):
 
 # ---------------------------------------------------------------- latent map
 
+def run_label(folder):
+    """How a GAN run is named in outputs: `release`, or its folder's name."""
+    return runs.RELEASE if runs.is_release(folder) else pathlib.Path(folder).name
+
+
+def resolve_gan(gan, verbose=1):
+    """A GAN argument -> an array of images, a GAN run folder (`runs.resolve_run`) or None (no generated scans).
+    `latest` with no GAN run yet gives None with a note."""
+    if gan is None or isinstance(gan, np.ndarray):
+        return gan
+    if str(gan) == runs.LATEST and runs.latest_run() is None:
+        if verbose:
+            print("note: no GAN run found, the map shows real scans only")
+        return None
+    return runs.resolve_run(gan, kind="gan")
+
+
 def generated_images(gan, n=256, seed=0):
-    """Samples of a GAN: `gan` is an array of images or a run designator (`covgan_utils.runs`); None if none is available."""
+    """Samples of a GAN [n, 128, 128, 1] in [-1, 1]: `gan` is an array of images (returned as is), a GAN run
+    designator or folder, or None (returns None)."""
+    gan = resolve_gan(gan, verbose=0)
     if gan is None:
         return None
     if isinstance(gan, np.ndarray):
         return gan.astype(np.float32)
-    if gan == runs.LATEST and runs.latest_run() is None:
-        return None  # no GAN trained yet: the map shows real scans only
     generator = runs.load_generator(gan)
     return np.asarray(sampling.generate(generator, list(range(seed, seed + n))), np.float32)
 
 
-def encode_latents(run_dir, gan=None, n_generated=256, verbose=1):
-    """Encode every real scan (and `gan`'s samples) of an autoencoder run into latents.npz; returns its path."""
-    run_dir = pathlib.Path(run_dir)
+def encode(encoder, images, latent_dim=2):
+    """Latent points [N, latent_dim] of images [N, 128, 128, 1] (none for an empty or missing array)."""
+    if images is None or not len(images):
+        return np.zeros((0, latent_dim), np.float32)
+    return np.asarray(encoder.predict(images, batch_size=128, verbose=0), np.float32)  # [N, latent_dim]
+
+
+def latent_arrays(real, split, real_z, generated_z, gan_run=""):
+    """The arrays of a latents.npz: real scans' points and metadata, generated scans' points, the GAN's name."""
+    return {"real_z": real_z, "real_files": real.files, "real_classes": real.classes, "real_patients": real.patients,
+            "real_split": split, "generated_z": generated_z, "gan_run": np.array(gan_run)}
+
+
+def save_latents(out, arrays):
+    """Write latents.npz (arrays of `latent_arrays`) atomically; returns its path."""
+    return files.write_atomic(out, lambda fh: np.savez(fh, **arrays))
+
+
+def encode_latents(run_dir, out, gan=None, n_generated=256, verbose=1):
+    """Encode every real scan (and `gan`'s samples) with an autoencoder run's encoder into `out` (a latents.npz);
+    returns its path. `train_autoencoder` writes its own run folder's; exports write theirs."""
     config, encoder, _ = load_autoencoder(run_dir)
     real, split = load_real_images(config)
-    real_z = encoder.predict(real.images, batch_size=128, verbose=0)
-    fake = generated_images(gan, n_generated)
-    fake_z = encoder.predict(fake, batch_size=128, verbose=0) if fake is not None and len(fake) else np.zeros((0, config.latent_dim), np.float32)
-    if fake is None and gan is not None and verbose:
-        print("note: no GAN run found, the map shows real scans only")
-    out = run_dir / LATENTS_FILE
-    np.savez(
-        out, real_z=real_z.astype(np.float32), real_files=real.files, real_classes=real.classes,
-        real_patients=real.patients, real_split=split, generated_z=fake_z.astype(np.float32),
-        gan_run=np.array(str(gan) if gan is not None and not isinstance(gan, np.ndarray) else ""),
-    )
+    gan = resolve_gan(gan, verbose)
+    real_z = encode(encoder, real.images, config.latent_dim)
+    fake_z = encode(encoder, generated_images(gan, n_generated), config.latent_dim)
+    label = "" if gan is None or isinstance(gan, np.ndarray) else run_label(gan)
+    out = save_latents(out, latent_arrays(real, split, real_z, fake_z, label))
     if verbose:
         print(f"encoded {len(real_z)} real and {len(fake_z)} generated scans -> {out}")
     return out

@@ -6,7 +6,7 @@ import os
 import pathlib
 import threading
 
-from covgan_utils.widget.export import DEFAULT_OUT
+from covgan_utils.widget import schema
 
 # ---------------------------------------------------------------- serving
 
@@ -65,15 +65,33 @@ def check_model_json(directory):
             raise FileNotFoundError(f"{file}: weight file {shard} is missing; {fix}")
 
 
-def start_server(directory=None, port=0, host="127.0.0.1", require_model=False):
+def check_points_json(directory):
+    """Check `<directory>/points.json` against the format (`schema.validate`); one-line errors name the file, the field and the fix."""
+    file = pathlib.Path(directory) / schema.FILE
+    fix = "re-export the widget with `python -m covgan_utils widget export`"
+    if not file.is_file():
+        raise FileNotFoundError(f"no {schema.FILE} in {directory}: the widget export is incomplete; {fix}")
+    try:
+        blob = json.loads(file.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{file}: not valid JSON ({' '.join(str(err).split())}); {fix}") from None
+    try:
+        schema.validate(blob, source=str(file))
+    except ValueError as err:
+        raise ValueError(f"{err}; {fix}") from None
+
+
+def start_server(directory=None, port=0, host="127.0.0.1", check_files=False):
     """Serve `directory` on host:port (0 = any free port) in a daemon thread; returns (server, url).
-    With `require_model` (the `widget serve` command) its model/model.json is checked first (`check_model_json`);
-    without, a damaged model is left to the page, which shows a readable error in the browser."""
-    directory = pathlib.Path(directory) if directory else DEFAULT_OUT
+    With `check_files` (the `widget serve` command) its model/model.json and points.json are checked first
+    (`check_model_json`, `check_points_json`); without, a damaged file is left to the page, which shows a
+    readable error in the browser."""
+    directory = pathlib.Path(directory) if directory else schema.DEFAULT_OUT
     if not (directory / "index.html").is_file():
         raise FileNotFoundError(f"no widget in {directory}: run `python -m covgan_utils widget export` first")
-    if require_model:
+    if check_files:
         check_model_json(directory)
+        check_points_json(directory)
     handler = functools.partial(_QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer((host, port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

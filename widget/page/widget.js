@@ -1,9 +1,11 @@
 // Latent-space widget: 2-D latent map of real (and generated) CT slices; the point under the cursor
 // is decoded in the browser by the TF.js decoder and shown as an image and as a 3-D point cloud.
-// Optional overlays (points.json version 2): GAN projections of real scans (hollow diamonds, a faint
+// Optional overlays (the optional blocks of points.json): GAN projections of real scans (hollow diamonds, a faint
 // line to the scan each one reconstructs) and progressions between two projected scans (a numbered
 // polyline; a <select> picks which one is drawn, hovering a step shows its decoded GAN frame).
-// Files next to this page: points.json, thumbs.png, model/model.json (written by `covgan widget export`).
+// Files next to this page: points.json, thumbs.png, model/model.json (written by `python -m covgan_utils widget export`).
+// The format of points.json is covgan_utils/widget/schema.py; the export writes the versions this page reads
+// and the blocks it needs into <meta name="covgan-points-format"> of index.html, checked by checkPoints().
 
 const COLORS = ['#d62728', '#1f77b4'];  // CT_COVID, CT_NonCOVID
 const GENERATED_COLOR = '#2ca02c';
@@ -47,6 +49,26 @@ function loadImage(url, what) {
     img.onerror = () => reject(new Error(`${what} (${url}) could not be loaded`));
     img.src = url;
   });
+}
+
+// the points.json format this page was exported with: {"versions": [...], "required": [...], "file": "points.json"}
+function pointsFormat() {
+  const meta = document.querySelector('meta[name="covgan-points-format"]');
+  try { return JSON.parse(meta.content); } catch (err) {
+    throw new Error('This page carries no points.json format (<meta name="covgan-points-format"> of index.html): it was not written by the export.');
+  }
+}
+
+function checkPoints(points, format) {
+  const file = format.file || 'points.json';
+  if (points === null || typeof points !== 'object' || Array.isArray(points)) throw new Error(`The latent map (${file}) is not a JSON object.`);
+  if (!format.versions.includes(points.version)) {
+    throw new Error(`The latent map (${file}) is format version ${JSON.stringify(points.version)}; this page reads version ${format.versions.join(' or ')}. `
+      + 'The page and points.json come from different exports.');
+  }
+  const missing = format.required.filter((key) => !(key in points));
+  if (missing.length) throw new Error(`The latent map (${file}) lacks the field "${missing[0]}" of its format version ${points.version}.`);
+  return points;
 }
 
 // ------------------------------------------------------------------ model
@@ -226,7 +248,8 @@ async function makeCloud(container, size) {
 
 async function main() {
   setStatus('Loading latent map…');
-  const points = await fetchJson('points.json', 'The latent map');
+  const format = pointsFormat();
+  const points = checkPoints(await fetchJson(format.file || 'points.json', 'The latent map'), format);
   const sprite = await loadImage(points.thumbs.file, 'The thumbnail sprite');
   setStatus('Loading decoder…');
   const model = await loadDecoder();
