@@ -56,7 +56,7 @@ def start_backend(verbose=False):
 def one_line_warnings():
     """Warnings of the project print as `warning: ...` on one line while a command runs."""
     saved = warnings.formatwarning
-    warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {category.__name__}: {message}\n"
     try:
         yield
     finally:
