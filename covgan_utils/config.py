@@ -1,95 +1,109 @@
-"""Training configuration: one dataclass, named presets, JSON round trip."""
+"""Training configuration: one dataclass whose every field declares its type and range, named presets, JSON round trip."""
 import dataclasses
 import json
-import math
 import os
 import pathlib
 
-from covgan_utils.data import dataset
-from covgan_utils.util import files
+from covgan_utils.data import dataset, sources
+from covgan_utils.nets import archs
+from covgan_utils.util import fields, files
 
 
-@dataclasses.dataclass
+MAX_WIDTH = 8192  # channels of any layer
+MAX_SEED = 2**32 - 1  # numpy.random.RandomState seeds
+WIDTH = fields.Int(1, MAX_WIDTH)
+LOSSES = ("bce", "non-saturating", "hinge", "wgan-gp")
+UPSAMPLES = ("transpose", "resize", "bilinear")
+METRIC_FEATURES = ("auto", "inception", "domain")
+# Augmentation ops (implemented in covgan_utils.training.augment); the alias "ada" is ADA's pipeline, in ADA's order.
+AUGMENT_OPS = ("translation", "cutout", "brightness", "contrast", "xflip", "int_translation", "iso_scale", "rotate",
+               "aniso_scale", "frac_translation", "gamma")
+AUGMENT_ALIASES = {"ada": ("xflip", "int_translation", "iso_scale", "rotate", "aniso_scale", "frac_translation",
+                           "brightness", "contrast", "gamma", "cutout")}
+F = fields.field
+
+
+@fields.checked
 class Config:
-    """Everything that defines a training run; written to `config.json` in its run folder."""
+    """Everything that defines a training run; written to `config.json` in its run folder. Every field declares
+    its type and range (`covgan_utils.util.fields`), checked in code, after --set and on loading config.json."""
 
-    preset: str = "custom"
+    LABEL = "config"
+
+    preset: str = F("custom", fields.Text(100))
     # model
-    arch: str = "lean"  # "paper" | "lean" | "style" (mapping + modulated convs, residual D) | "fastgan" (SLE G, self-supervised D)
-    latent_dim: int = 100
-    g_base_width: int = 256  # lean: channels of the 4x4 map
-    g_widths: tuple = (128, 64, 32, 16, 8)  # lean: channels after each doubling, 8 -> 128; style/fastgan: 6 widths, 4x4 -> 128
-    d_widths: tuple = (16, 32, 64, 128, 256)  # lean/fastgan: channels after each halving, 64 -> 4 (fastgan: 64 -> 8); style: 6, 128 -> 4
-    g_noise: bool = False  # lean: per-pixel noise inputs after every convolution (zero-initialised strength)
-    w_dim: int = 128  # style: width of the intermediate latent w
-    mapping_layers: int = 4  # style: dense layers of the mapping network
-    mbstd_group: int = 4  # style: minibatch standard deviation group of the residual discriminator
-    recon_weight: float = 1.0  # fastgan: weight of the discriminator's reconstruction loss on real images
-    conditional: bool = False  # G and D take the class (index into `classes`); train on every class in `classes`
-    upsample: str = "transpose"  # "transpose" (paper) | "resize" (nearest + conv, no checkerboard) | "bilinear"
-    g_block_convs: int = 1  # lean: 3x3 convolutions per doubling
-    g_out_kernel: int = 1  # lean: kernel of the tanh output convolution (1 or 3)
-    d_dropout: float = 0.3
-    spectral_norm: bool = False
+    arch: str = F("lean", fields.Choice(*archs.ARCHS))  # "paper" | "lean" | "style" (mapping + modulated convs, residual D) | "fastgan" (SLE G, self-supervised D)
+    latent_dim: int = F(100, fields.Int(1, 4096))
+    g_base_width: int = F(256, WIDTH)  # lean: channels of the 4x4 map
+    g_widths: tuple = F((128, 64, 32, 16, 8), fields.Items(WIDTH, 5, 6))  # lean: channels after each doubling, 8 -> 128; style/fastgan: 6 widths, 4x4 -> 128
+    d_widths: tuple = F((16, 32, 64, 128, 256), fields.Items(WIDTH, 5, 6))  # lean/fastgan: channels after each halving, 64 -> 4 (fastgan: 64 -> 8); style: 6, 128 -> 4
+    g_noise: bool = F(False, fields.Bool())  # lean: per-pixel noise inputs after every convolution (zero-initialised strength)
+    w_dim: int = F(128, fields.Int(1, 4096))  # style: width of the intermediate latent w
+    mapping_layers: int = F(4, fields.Int(1, 16))  # style: dense layers of the mapping network
+    mbstd_group: int = F(4, fields.Int(1, 1024))  # style: minibatch standard deviation group of the residual discriminator
+    recon_weight: float = F(1.0, fields.Float(0.0, 1e6))  # fastgan: weight of the discriminator's reconstruction loss on real images
+    conditional: bool = F(False, fields.Bool())  # G and D take the class (index into `classes`); train on every class in `classes`
+    upsample: str = F("transpose", fields.Choice(*UPSAMPLES))  # "transpose" (paper) | "resize" (nearest + conv, no checkerboard) | "bilinear"
+    g_block_convs: int = F(1, fields.Int(1, 8))  # lean: 3x3 convolutions per doubling
+    g_out_kernel: int = F(1, fields.Choice(1, 3))  # lean: kernel of the tanh output convolution (1 or 3)
+    d_dropout: float = F(0.3, fields.Float(0.0, 1.0, hi_open=True))
+    spectral_norm: bool = F(False, fields.Bool())
     # optimisation
-    epochs: int = 100
-    batch_size: int = 50
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta_1: float = 0.5
-    beta_2: float = 0.999
-    g_steps: int = 1  # generator steps per discriminator step: 1 (1:1) or 2 (2:1) in the paper
-    loss: str = "bce"  # "bce" (paper) | "non-saturating" | "hinge" | "wgan-gp"
-    gp_weight: float = 10.0  # wgan-gp
-    r1_gamma: float = 0.0  # R1 penalty weight on real images (0 = off)
-    r1_every: int = 1  # lazy R1 (StyleGAN2): penalise every k-th step with weight k * r1_gamma
-    label_smoothing: float = 0.0  # one-sided: real targets 1 - s (bce / non-saturating)
-    ema_decay: float = 0.0  # generator EMA for sampling (0 = off)
-    augment: str = ""  # comma list of augment.OPS (DiffAugment: translation, cutout, brightness, contrast) or "ada", the full ADA pipeline
-    augment_p: float = 1.0  # fixed augmentation probability (ada_target = 0)
-    ada_target: float = 0.0  # adaptive p from r_t = E[sign(D(real))] (0 = off)
-    ada_kimg: float = 20.0  # images for p to move by 1
+    epochs: int = F(100, fields.Int(1, 10**6))
+    batch_size: int = F(50, fields.Int(1, 4096))
+    lr_g: float = F(2e-4, fields.Float(0.0, 1.0, lo_open=True))
+    lr_d: float = F(2e-4, fields.Float(0.0, 1.0, lo_open=True))
+    beta_1: float = F(0.5, fields.Float(0.0, 1.0, hi_open=True))
+    beta_2: float = F(0.999, fields.Float(0.0, 1.0, hi_open=True))
+    g_steps: int = F(1, fields.Int(1, 16))  # generator steps per discriminator step: 1 (1:1) or 2 (2:1) in the paper
+    loss: str = F("bce", fields.Choice(*LOSSES))  # "bce" (paper) | "non-saturating" | "hinge" | "wgan-gp"
+    gp_weight: float = F(10.0, fields.Float(0.0, 1e6))  # wgan-gp
+    r1_gamma: float = F(0.0, fields.Float(0.0, 1e6, off=True))  # R1 penalty weight on real images (0 = off)
+    r1_every: int = F(1, fields.Int(1, 1000))  # lazy R1 (StyleGAN2): penalise every k-th step with weight k * r1_gamma
+    label_smoothing: float = F(0.0, fields.Float(0.0, 1.0, hi_open=True))  # one-sided: real targets 1 - s (bce / non-saturating)
+    ema_decay: float = F(0.0, fields.Float(0.0, 1.0, hi_open=True, off=True))  # generator EMA for sampling (0 = off)
+    augment: str = F("", fields.Names(AUGMENT_OPS, tuple(AUGMENT_ALIASES)))  # comma list of AUGMENT_OPS (DiffAugment: translation, cutout, brightness, contrast) or "ada", the full ADA pipeline
+    augment_p: float = F(1.0, fields.Float(0.0, 1.0))  # fixed augmentation probability (ada_target = 0)
+    ada_target: float = F(0.0, fields.Float(0.0, 1.0, hi_open=True, off=True))  # adaptive p from r_t = E[sign(D(real))] (0 = off)
+    ada_kimg: float = F(20.0, fields.Float(0.0, 1e6, lo_open=True))  # images for p to move by 1
     # guard against divergence (see covgan_utils.training.guard)
-    guard: bool = False
-    guard_warmup: int = 10  # epochs before the blank / pinned / collapse checks start (non-finite: always)
-    guard_patience: int = 3  # consecutive bad epochs before "pinned" or "collapse" trips
-    guard_collapse_margin: float = 0.05  # collapse: generated MS-SSIM above the real data's by this much
-    guard_lr_factor: float = 0.5  # learning rates are multiplied by this on every trip
-    guard_max_trips: int = 5  # the run stops after this many trips
+    guard: bool = F(False, fields.Bool())
+    guard_warmup: int = F(10, fields.Int(0, 10**6))  # epochs before the blank / pinned / collapse checks start (non-finite: always)
+    guard_patience: int = F(3, fields.Int(1, 10**6))  # consecutive bad epochs before "pinned" or "collapse" trips
+    guard_collapse_margin: float = F(0.05, fields.Float(0.0, 1.0))  # collapse: generated MS-SSIM above the real data's by this much
+    guard_lr_factor: float = F(0.5, fields.Float(0.0, 1.0, lo_open=True))  # learning rates are multiplied by this on every trip
+    guard_max_trips: int = F(5, fields.Int(1, 1000))  # the run stops after this many trips
     # data
-    classes: tuple = ("CT_COVID",)
-    flip: bool = True
-    val_fraction: float = dataset.VAL_FRACTION  # the shared patient-level split
-    split_seed: int = dataset.SPLIT_SEED
-    max_images: int = 0  # 0 = all train-split images
-    time_budget_minutes: float = 0.0  # stop after the first epoch that ends past this wall time (0 = none)
+    classes: tuple = F(("CT_COVID",), fields.Items(fields.Choice(*sources.CLASSES), 1, len(sources.CLASSES), unique=True))
+    flip: bool = F(True, fields.Bool())
+    val_fraction: float = F(dataset.VAL_FRACTION, fields.Float(0.0, 1.0, lo_open=True, hi_open=True))  # the shared patient-level split
+    split_seed: int = F(dataset.SPLIT_SEED, fields.Int(0, MAX_SEED))
+    max_images: int = F(0, fields.Int(0, 10**7, off=True))  # 0 = all train-split images
+    time_budget_minutes: float = F(0.0, fields.Float(0.0, 1e6, off=True))  # stop after the first epoch that ends past this wall time (0 = none)
     # bookkeeping
-    seed: int = 0
-    sample_every: int = 10
-    checkpoint_every: int = 10
-    keep_checkpoints: int = 2
-    metrics_every: int = 0  # 0 = no metric callback
-    metrics_features: str = "auto"  # features of the callback's KID: "inception" (the [fid] extra; sees texture), "domain" (fast; layout only) or "auto" (inception when installed)
-    grid_seeds: int = 36
+    seed: int = F(0, fields.Int(0, MAX_SEED))
+    sample_every: int = F(10, fields.Int(1, 10**6))
+    checkpoint_every: int = F(10, fields.Int(1, 10**6))
+    keep_checkpoints: int = F(2, fields.Int(1, 1000))
+    metrics_every: int = F(0, fields.Int(0, 10**6, off=True))  # 0 = no metric callback
+    metrics_features: str = F("auto", fields.Choice(*METRIC_FEATURES))  # features of the callback's KID: "inception" (the [fid] extra; sees texture), "domain" (fast; layout only) or "auto" (inception when installed)
+    grid_seeds: int = F(36, fields.Int(1, 1024))
+
+    def check_together(self):
+        """Checks between fields: the width lists the family needs."""
+        for name, count in zip(("g_widths", "d_widths"), archs.WIDTH_COUNTS[self.arch]):
+            if count and len(getattr(self, name)) != count:
+                raise ValueError(f"field {name!r} has {len(getattr(self, name))} widths, arch {self.arch!r} needs {count} "
+                                 f"({archs.WIDTH_MEANING[self.arch]})")
 
     def replace(self, **changes):
-        """Copy with some fields changed (unknown names raise ValueError)."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown config field(s) {sorted(unknown)}")
-        return dataclasses.replace(self, **changes)
+        """Copy with some fields changed (unknown names, or values out of range, raise a one-line ValueError)."""
+        return fields.replace(self, **changes)
 
     def with_overrides(self, pairs):
-        """Copy with `KEY=VALUE` strings applied (the CLI's --set): values parsed by the field's type,
+        """Copy with `KEY=VALUE` strings applied (the CLI's --set): values parsed and checked by the field's type,
         tuples as comma lists (`g_widths=256,128,64,32,16`), booleans as true/false."""
-        fields = {f.name: f for f in dataclasses.fields(self)}
-        changes = {}
-        for pair in pairs:
-            key, sep, text = pair.partition("=")
-            if not sep or key not in fields:
-                raise ValueError(f"--set expects KEY=VALUE with KEY a config field, got {pair!r}")
-            changes[key] = _parse_value(getattr(self, key), text.strip(), key)
-        return self.replace(**changes)
+        return fields.overrides(self, pairs)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -99,9 +113,9 @@ class Config:
 
     @classmethod
     def load(cls, run_dir):
-        """Config from `<run_dir>/config.json`. Fields it lacks take their defaults; a file that is not
-        valid JSON, or holds an unknown field or a value of the wrong type, raises a one-line ValueError
-        naming the file and the field."""
+        """Config from `<run_dir>/config.json`. Fields it lacks take their defaults; a file that is not valid
+        JSON, or holds an unknown field or a value of the wrong type or range, raises a one-line ValueError
+        naming the file, the field, its value and the allowed range."""
         file = pathlib.Path(run_dir) / "config.json"
         if not file.is_file():
             raise FileNotFoundError(f"{file} not found: is {run_dir} a run folder?")
@@ -112,68 +126,7 @@ class Config:
             raise ValueError(f"{file}: not valid JSON (not UTF-8 text: {err.reason} at byte {err.start}); {fix}") from None
         except json.JSONDecodeError as err:
             raise ValueError(f"{file}: not valid JSON ({err.msg}: line {err.lineno} column {err.colno}); {fix}") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{file}: expected a JSON object of config fields, got {type(raw).__name__}; {fix}")
-        defaults = cls()
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {}
-        for key, value in raw.items():
-            if key not in known:
-                raise ValueError(f"{file}: unknown config field {key!r}, not one of covgan_utils.config.Config's (is {run_dir} a GAN run folder?); "
-                                 f"remove the field or {fix}")
-            values[key] = checked_value(getattr(defaults, key), value, key, file)
-        return cls(**values)
-
-
-def _parse_value(current, text, key):
-    try:
-        if isinstance(current, bool):
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return text.lower() in ("true", "1")
-        if isinstance(current, tuple):
-            kind = type(current[0]) if current else str
-            return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
-        return type(current)(text)
-    except ValueError:
-        raise ValueError(f"--set {key}={text}: expected a value like {current!r}") from None
-
-
-def _fits(default, value):
-    """Whether a JSON value fits a field whose default is `default` (bool, int, float, str or tuple)."""
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        try:
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
-        except OverflowError:  # an integer past float range
-            return False
-    if isinstance(default, str):
-        return isinstance(value, str)
-    return True
-
-
-def _shown(value, limit=60):
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def checked_value(default, value, key, file):
-    """A JSON value as the type of a field whose default is `default` (lists -> tuples, whole numbers -> float
-    where a float is expected); a value of another type raises a one-line ValueError naming the field and the file.
-    Shared by the JSON loaders of the project's dataclass configs."""
-    kinds = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string"}
-    if isinstance(default, tuple):
-        item = default[0] if default else ""
-        if not isinstance(value, list) or not all(_fits(item, v) for v in value):
-            expected = f"a list of {kinds[type(item)].replace('a ', '', 1)}s like {json.dumps(list(default))}"
-            raise ValueError(f"{file}: field {key!r} must be {expected}, got {_shown(value)}; fix it or restore the file")
-        return tuple(float(v) if isinstance(item, float) else v for v in value)
-    if not _fits(default, value):
-        raise ValueError(f"{file}: field {key!r} must be {kinds[type(default)]} like {json.dumps(default)}, got {_shown(value)}; fix it or restore the file")
-    return float(value) if isinstance(default, float) else value
+        return fields.from_json(cls, raw, file, fix=f"fix the field or {fix}", what="config fields", hint=f" (is {run_dir} a GAN run folder?)")
 
 
 # The recommended training recipe that `best`, `gpu`, `quick` and the other model families share:

@@ -41,9 +41,9 @@ def test_config_round_trip(tmp_path):
     ({"hiden": [8, 4]}, "unknown autoencoder config field 'hiden'"),
     ({"widths": [8, 2]}, "unknown autoencoder config field 'widths'"),
     ({"epochs": "many"}, "field 'epochs' must be a whole number"),
-    ({"hidden": [8, "wide"]}, "field 'hidden' must be a list of whole numbers"),
-    ({"gan_run": 3}, "field 'gan_run' must be a string or null"),
-    ({"classes": ["CT_Other"]}, "unknown class 'CT_Other'"),
+    ({"hidden": [8, "wide"]}, "field 'hidden' must be a list of 1 to 8 values, each a whole number"),
+    ({"gan_run": 3}, "field 'gan_run' must be a string of at most 4096 characters or null"),
+    ({"classes": ["CT_Other"]}, "field 'classes' must be a list of 1 to 2 distinct values, each one of CT_COVID, CT_NonCOVID, got \\[\"CT_Other\"\\]"),
 ])
 def test_config_file_is_strict(tmp_path, change, message):
     blob = {**autoencoder_lib.get_config("smoke").to_json(), **change}

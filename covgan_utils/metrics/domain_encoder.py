@@ -30,50 +30,58 @@ import warnings
 import numpy as np
 
 from covgan_utils import checkpoints
-from covgan_utils.config import checked_value
+from covgan_utils.config import MAX_SEED, WIDTH
 from covgan_utils.data import dataset, decoding, sources
 from covgan_utils.metrics import roc
-from covgan_utils.util import files, paths
+from covgan_utils.util import fields, files, paths
 
 ENCODER_DIR = paths.MODELS_DIR / "domain_encoder"
 WEIGHTS_NAME = "encoder.weights.h5"
 CONFIG_NAME = "config.json"
 
 
-@dataclasses.dataclass(frozen=True)
+F = fields.field
+FIX = "fix it or retrain the encoder with `python -m covgan_utils metrics train-encoder`"
+
+
+@fields.checked(frozen=True)
 class EncoderSplit:
     """The scans the encoder trains on: `classes` (flipped too when `flip`), minus the validation patients."""
 
-    classes: tuple = sources.CLASSES
-    flip: bool = True
-    val_fraction: float = dataset.VAL_FRACTION
-    split_seed: int = dataset.SPLIT_SEED
+    classes: tuple = F(sources.CLASSES, fields.Items(fields.Choice(*sources.CLASSES), 1, len(sources.CLASSES), unique=True))
+    flip: bool = F(True, fields.Bool())
+    val_fraction: float = F(dataset.VAL_FRACTION, fields.Float(0.0, 1.0, lo_open=True, hi_open=True))
+    split_seed: int = F(dataset.SPLIT_SEED, fields.Int(0, MAX_SEED))
 
 
-@dataclasses.dataclass(frozen=True)
+@fields.checked(frozen=True)
 class DomainEncoderConfig:
-    """The domain encoder's recipe (see the module docstring); written under "recipe" in its config.json."""
+    """The domain encoder's recipe (see the module docstring); written under "recipe" in its config.json.
+    Every field declares its type and range (`covgan_utils.util.fields`)."""
 
-    filters: tuple = (16, 32, 64, 128, 128)
-    embed_dim: int = 128
-    projection_dim: int = 64
-    temperature: float = 0.2
-    epochs: int = 60
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    crop_min: float = 0.72
-    contrast: tuple = (0.8, 1.2)
-    brightness: float = 0.1
-    noise_std: float = 0.03
-    seed: int = 0
-    split: EncoderSplit = dataclasses.field(default_factory=EncoderSplit)
+    LABEL = "domain encoder recipe"
+
+    filters: tuple = F((16, 32, 64, 128, 128), fields.Items(WIDTH, 1, 7))  # stride-2 convolutions, 128 -> 1 at most
+    embed_dim: int = F(128, fields.Int(1, 4096))
+    projection_dim: int = F(64, fields.Int(1, 4096))
+    temperature: float = F(0.2, fields.Float(0.0, 100.0, lo_open=True))
+    epochs: int = F(60, fields.Int(1, 10**6))
+    batch_size: int = F(64, fields.Int(2, 4096))  # contrastive: two or more images a batch
+    learning_rate: float = F(1e-3, fields.Float(0.0, 1.0, lo_open=True))
+    crop_min: float = F(0.72, fields.Float(0.0, 1.0, lo_open=True))
+    contrast: tuple = F((0.8, 1.2), fields.Items(fields.Float(0.0, 10.0, lo_open=True), 2, 2))  # (low, high) factors
+    brightness: float = F(0.1, fields.Float(0.0, 1.0))
+    noise_std: float = F(0.03, fields.Float(0.0, 1.0))
+    seed: int = F(0, fields.Int(0, MAX_SEED))
+    split: EncoderSplit = F(default_factory=EncoderSplit, check=fields.Nested(EncoderSplit))
+
+    def check_together(self):
+        if self.contrast[0] > self.contrast[1]:
+            raise ValueError(f"field 'contrast' must be (low, high) with low <= high, got {list(self.contrast)}")
 
     def replace(self, **changes):
-        """Copy with some fields changed (unknown names raise ValueError)."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown domain encoder recipe field(s) {sorted(unknown)}")
-        return dataclasses.replace(self, **changes)
+        """Copy with some fields changed (unknown names, or values out of range, raise a one-line ValueError)."""
+        return fields.replace(self, **changes)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -84,11 +92,8 @@ class DomainEncoderConfig:
     @classmethod
     def from_dict(cls, raw, file):
         """Recipe from its JSON object (config.json's "recipe"). Fields it lacks take their defaults; an unknown
-        field or a value of the wrong type raises a one-line ValueError naming `file` and the field."""
-        values = _checked_fields(cls, raw, file, "recipe")
-        if "split" in values:
-            values["split"] = EncoderSplit(**_checked_fields(EncoderSplit, values["split"], file, "recipe.split"))
-        return cls(**values)
+        field or a value of the wrong type or range raises a one-line ValueError naming `file` and the field."""
+        return fields.from_json(cls, raw, file, where="recipe.", fix=FIX, what="domain encoder recipe fields")
 
     @classmethod
     def load(cls, folder=None):
@@ -96,22 +101,6 @@ class DomainEncoderConfig:
         the defaults when the folder has no config.json or the file no recipe."""
         file = pathlib.Path(folder or ENCODER_DIR) / CONFIG_NAME
         return cls.from_dict(_read_config(file).get("recipe", {}), file)
-
-
-def _checked_fields(cls, raw, file, where):
-    """{field: value} of a JSON object for dataclass `cls`, each value checked against the field's default."""
-    fix = "fix it or retrain the encoder with `python -m covgan_utils metrics train-encoder`"
-    if not isinstance(raw, dict):
-        raise ValueError(f"{file}: {where!r} must be a JSON object of domain encoder recipe fields, got {type(raw).__name__}; {fix}")
-    defaults = cls()
-    known = {f.name for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise ValueError(f"{file}: unknown field {where}.{key}, not one of {cls.__module__}.{cls.__name__}'s; remove it or {fix}")
-        default = getattr(defaults, key)
-        values[key] = value if dataclasses.is_dataclass(default) else checked_value(default, value, f"{where}.{key}", file)
-    return values
 
 
 def _read_config(file):

@@ -5,10 +5,10 @@ Class conditioning (every family but `paper`): the generator takes [z, label] an
 [image, label], label an int32 class index [N, 1] (position in `config.classes`).
 """
 
-from covgan_utils.nets import fastgan, stylegan
+from covgan_utils.nets import archs, fastgan, stylegan
 from covgan_utils.nets.dcgan import build_discriminator, build_generator
 
-ARCHS = ("paper", "lean", "style", "fastgan")
+ARCHS, WIDTH_COUNTS = archs.ARCHS, archs.WIDTH_COUNTS
 
 
 def class_count(config):

@@ -33,10 +33,9 @@ import math
 import keras
 from keras import ops
 
-OPS = ("translation", "cutout", "brightness", "contrast", "xflip", "int_translation", "iso_scale", "rotate",
-       "aniso_scale", "frac_translation", "gamma")
-ALIASES = {"ada": ("xflip", "int_translation", "iso_scale", "rotate", "aniso_scale", "frac_translation",
-                   "brightness", "contrast", "gamma", "cutout")}
+from covgan_utils import config
+
+OPS, ALIASES = config.AUGMENT_OPS, config.AUGMENT_ALIASES  # the names are the config's vocabulary
 DRAWS_PER_OP = 3  # uniform numbers per image and op: [apply?, parameter 1, parameter 2]
 SCALE_STD = 0.2 * math.log(2)  # std of log scale factors (iso_scale, aniso_scale), as ADA
 ROTATE_DEGREES = 15.0  # rotate draws its angle uniformly in [-15, 15) degrees

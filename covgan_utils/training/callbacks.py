@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from covgan_utils import checkpoints, sampling
+from covgan_utils import config as config_lib
 from covgan_utils.metrics import domain_encoder, quality
 from covgan_utils.metrics import features as features_lib
 from covgan_utils.util.files import append_jsonl
@@ -132,7 +133,7 @@ class MetricsCallback(keras.callbacks.Callback):
 
     def __init__(self, run_dir, real_val, real_train=None, every=5, n=200, seeds=None, ms_ssim_pairs=100, swd_per_image=128, encoder=None, features="auto"):
         super().__init__()
-        if features not in ("domain", "inception", "auto"):
+        if features not in config_lib.METRIC_FEATURES:
             raise ValueError(f"metric features must be 'domain', 'inception' or 'auto' (inception when installed), got {features!r}")
         self.features = features
         self.run_dir = pathlib.Path(run_dir)

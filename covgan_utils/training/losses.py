@@ -5,10 +5,9 @@ does, and hands in `input_grad`, the one backend-specific piece these objectives
 """
 from keras import ops
 
+from covgan_utils.config import LOSSES  # noqa: F401  (the loss names are the config's vocabulary)
 from covgan_utils.nets import fastgan
 from covgan_utils.training import augment as augment_lib
-
-LOSSES = ("bce", "non-saturating", "hinge", "wgan-gp")
 
 
 def discriminator_loss(loss, d_real, d_fake, smoothing=0.0):

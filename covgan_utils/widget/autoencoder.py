@@ -22,7 +22,7 @@ import numpy as np
 from covgan_utils import config as config_lib
 from covgan_utils import runs, sampling
 from covgan_utils.data import dataset, decoding, sources
-from covgan_utils.util import files
+from covgan_utils.util import fields, files
 
 RUN_SUFFIX = runs.AUTOENCODER_SUFFIX
 
@@ -36,30 +36,32 @@ LATENTS_FILE = "latents.npz"
 SCALE_255 = 127.5**2  # MSE on [-1, 1] -> MSE on the 0-255 scale
 
 
-@dataclasses.dataclass
+F = fields.field
+SEED = fields.Int(0, config_lib.MAX_SEED)
+
+
+@fields.checked
 class AutoencoderConfig:
-    """Everything that defines an autoencoder run; written to `config.json` in its run folder."""
+    """Everything that defines an autoencoder run; written to `config.json` in its run folder. Every field
+    declares its type and range (`covgan_utils.util.fields`)."""
 
-    preset: str = "paper"
-    hidden: tuple = (512, 256, 128, 32)  # encoder widths before the latent layer; the decoder mirrors them
-    latent_dim: int = 2
-    epochs: int = 100
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    classes: tuple = sources.CLASSES  # both classes: the map shows COVID and non-COVID scans
-    flip: bool = True  # train on the lateral-flip copies too (the map shows the originals only)
-    val_fraction: float = dataset.VAL_FRACTION  # the project's patient split, as the GAN's
-    split_seed: int = dataset.SPLIT_SEED
-    seed: int = 0  # initial weights, shuffling and the max_train subsample
-    max_train: int = 0  # 0 = all; smoke runs cap the number of training/validation images
-    data_path: str = None  # None = the usual data search (see sources.find_data_dir)
-    gan_run: str = None  # GAN run whose samples are encoded too: a run designator (`covgan_utils.runs`) or None
-    n_generated: int = 256
+    LABEL = "autoencoder config"
 
-    def __post_init__(self):
-        unknown = [c for c in self.classes if c not in sources.CLASSES]
-        if unknown:
-            raise ValueError(f"unknown class {unknown[0]!r} in the autoencoder config; choose from {', '.join(sources.CLASSES)}")
+    preset: str = F("paper", fields.Text(100))
+    hidden: tuple = F((512, 256, 128, 32), fields.Items(config_lib.WIDTH, 1, 8))  # encoder widths before the latent layer; the decoder mirrors them
+    latent_dim: int = F(2, fields.Int(1, 1024))
+    epochs: int = F(100, fields.Int(1, 10**6))
+    batch_size: int = F(32, fields.Int(1, 4096))
+    learning_rate: float = F(1e-3, fields.Float(0.0, 1.0, lo_open=True))
+    classes: tuple = F(sources.CLASSES, fields.Items(fields.Choice(*sources.CLASSES), 1, len(sources.CLASSES), unique=True))  # both classes: the map shows COVID and non-COVID scans
+    flip: bool = F(True, fields.Bool())  # train on the lateral-flip copies too (the map shows the originals only)
+    val_fraction: float = F(dataset.VAL_FRACTION, fields.Float(0.0, 1.0, lo_open=True, hi_open=True))  # the project's patient split, as the GAN's
+    split_seed: int = F(dataset.SPLIT_SEED, SEED)
+    seed: int = F(0, SEED)  # initial weights, shuffling and the max_train subsample
+    max_train: int = F(0, fields.Int(0, 10**7, off=True))  # 0 = all; smoke runs cap the number of training/validation images
+    data_path: str = F(None, fields.Text(4096, optional=True))  # None = the usual data search (see sources.find_data_dir)
+    gan_run: str = F(None, fields.Text(4096, optional=True))  # GAN run whose samples are encoded too: a run designator (`covgan_utils.runs`) or None
+    n_generated: int = F(256, fields.Int(0, 10**5))
 
     @property
     def widths(self):
@@ -67,11 +69,8 @@ class AutoencoderConfig:
         return tuple(self.hidden) + (self.latent_dim,)
 
     def replace(self, **changes):
-        """Copy with some fields changed (unknown names raise a one-line ValueError)."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ValueError(f"unknown autoencoder config field(s) {unknown}; choose from {', '.join(f.name for f in dataclasses.fields(self))}")
-        return dataclasses.replace(self, **changes)
+        """Copy with some fields changed (unknown names, or values out of range, raise a one-line ValueError)."""
+        return fields.replace(self, **changes)
 
     def to_json(self):
         return {**dataclasses.asdict(self), "hidden": list(self.hidden), "classes": list(self.classes)}
@@ -83,28 +82,11 @@ class AutoencoderConfig:
     @classmethod
     def from_json(cls, blob, source="config.json"):
         """Config from a parsed config.json: missing fields take their defaults; an unknown field or a value
-        of the wrong type raises a one-line ValueError naming `source` and the field."""
-        if not isinstance(blob, dict):
-            raise ValueError(f"{source}: expected a JSON object of autoencoder config fields, got {type(blob).__name__}")
-        defaults, known = cls(), {f.name for f in dataclasses.fields(cls)}
-        values = {}
-        for key, value in blob.items():
-            if key not in known:
-                raise ValueError(f"{source}: unknown autoencoder config field {key!r}, not one of AutoencoderConfig's "
-                                 f"(is it an autoencoder run folder?); remove the field or retrain")
-            default = getattr(defaults, key)
-            if default is None:  # the optional text fields
-                if value is not None and not isinstance(value, str):
-                    raise ValueError(f"{source}: field {key!r} must be a string or null, got {json.dumps(value)}; fix it or restore the file")
-                values[key] = value
-            else:
-                values[key] = config_lib.checked_value(default, value, key, source)
-        if "split_seed" not in blob:  # written before split_seed existed: the split followed `seed`
-            values["split_seed"] = values.get("seed", defaults.seed)
-        try:
-            return cls(**values)
-        except ValueError as err:
-            raise ValueError(f"{source}: {err}") from None
+        of the wrong type or range raises a one-line ValueError naming `source`, the field and its range."""
+        if isinstance(blob, dict) and "split_seed" not in blob:  # written before split_seed existed: the split followed `seed`
+            blob = {**blob, "split_seed": blob.get("seed", cls.seed)}
+        return fields.from_json(cls, blob, source, fix="fix it or restore the file", what="autoencoder config fields",
+                                hint=" (is it an autoencoder run folder?)")
 
     @classmethod
     def load(cls, run_dir):
