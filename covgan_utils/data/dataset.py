@@ -14,11 +14,16 @@ from covgan_utils.data.decoding import (
     IMAGE_RULES,
     IMAGE_SIZE,
     DataError,
+    DuplicateScansWarning,
+    RebuiltCacheWarning,
     SkippedFilesWarning,
     _read_and_decode,
+    _read_source,
     _skipped_message,
+    check_image,
 )
 from covgan_utils.data.sources import (
+    CACHE_ARRAYS,
     CACHE_FORMAT,
     CACHE_FORMAT_VERSION,
     CLASSES,
@@ -27,14 +32,16 @@ from covgan_utils.data.sources import (
     _fallback_patient,
     _folder_sources,
     _list_sources,
-    check_cache_file,
+    check_cache_arrays,
     find_data_dir,
+    open_npz,
+    read_cache_file,
     read_patient_ids,
 )
 from covgan_utils.util import files as files_lib
 from covgan_utils.util import paths
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: byte-identical scans share the patient of their first occurrence
 
 # The patient-level split every part of the project holds out (GAN, domain encoder, metrics, widget).
 VAL_FRACTION = 0.2
@@ -73,18 +80,53 @@ def _cache_key(data_dir, classes, flip, size, listing):
 
 
 def _decode_class(data_dir, cls, size):
-    sources = _list_sources(data_dir, cls)
+    """(images, files, patients, SHA-256 digests, skipped) of one class; each file is read once, decoded and hashed."""
     patient_of = read_patient_ids(data_dir, cls)
-    images, files, skipped = [], [], []
-    for name, read, n_bytes, _ in sources:
-        image, reason = _read_and_decode(name, read, n_bytes, size)
+    images, files, digests, skipped = [], [], [], []
+    for name, read, n_bytes, _ in _list_sources(data_dir, cls):
+        blob, reason = _read_source(name, read, n_bytes)
+        image, reason = (None, reason) if blob is None else check_image(blob, size)
         if image is None:
             skipped.append((name, reason))
             continue
         images.append(image)
         files.append(name)
+        digests.append(hashlib.sha256(blob).hexdigest())
     patients = [f"{cls}/{patient_of.get(f) or _fallback_patient(f)}" for f in files]
-    return images, files, patients, skipped
+    return images, files, patients, digests, skipped
+
+
+def _share_duplicate_patients(names, patients, digests):
+    """(patients, [(copy, first)]): every byte-identical copy is given the patient of its first occurrence."""
+    first, pairs, shared = {}, [], list(patients)
+    for i, digest in enumerate(digests):
+        j = first.setdefault(digest, i)
+        if j != i:
+            shared[i] = shared[j]
+            pairs.append((names[i], names[j]))
+    return shared, pairs
+
+
+def _duplicates_message(pairs, where):
+    """One line for a DuplicateScansWarning: the count, the first pairs, what was done."""
+    listed = ", ".join(f"{copy} = {first}" for copy, first in pairs[:5]) + (", ..." if len(pairs) > 5 else "")
+    return (f"{len(pairs)} scan file(s) in {where} are byte-identical copies of earlier ones: {listed}; all are kept, each copy "
+            f"with the patient of its first occurrence so the patient-level split keeps them together (remove the copies to silence this)")
+
+
+def _read_project_cache(cache_file, size):
+    """The Dataset in the project's cache `cache_file`, or None when it is damaged: warned once, removed, to be rebuilt."""
+    fix = "rebuilding it from the scans"
+    try:
+        with open_npz(cache_file) as z:
+            if z is None:
+                raise DataError(f"data cache {cache_file} cannot be used: not a readable .npz (truncated or damaged); {fix}")
+            arrays = check_cache_arrays(z, cache_file, size, CACHE_ARRAYS + ("flipped",), fix)
+    except DataError as err:
+        warnings.warn(str(err), RebuiltCacheWarning, stacklevel=3)
+        _remove(cache_file)
+        return None
+    return Dataset(**arrays)
 
 
 def load_dataset(path=None, classes=("CT_COVID",), flip=True, size=IMAGE_SIZE, cache=True):
@@ -99,18 +141,23 @@ def load_dataset(path=None, classes=("CT_COVID",), flip=True, size=IMAGE_SIZE, c
     listing = {c: [s[0:1] + s[2:] for s in _list_sources(data_dir, c)] for c in classes}
     cache_file = paths.PROCESSED_DIR / f"covid-ct-{_cache_key(data_dir, classes, flip, size, listing)}.npz"
     if cache and cache_file.is_file():
-        with np.load(cache_file, allow_pickle=False) as z:
-            return Dataset(z["images"], z["files"], z["classes"], z["patients"], z["flipped"])
-    images, files, labels, patients, skipped = [], [], [], [], []
+        cached = _read_project_cache(cache_file, size)
+        if cached is not None:
+            return cached
+    images, files, labels, patients, digests, skipped = [], [], [], [], [], []
     for cls in classes:
-        i, f, p, s = _decode_class(data_dir, cls, size)
+        i, f, p, d, s = _decode_class(data_dir, cls, size)
         images += i
         files += f
         patients += p
+        digests += d
         labels += [cls] * len(f)
         skipped += [(f"{cls}/{name}", reason) for name, reason in s]
     if skipped:
         warnings.warn(_skipped_message(skipped, data_dir), SkippedFilesWarning, stacklevel=2)
+    patients, pairs = _share_duplicate_patients([f"{c}/{f}" for c, f in zip(labels, files)], patients, digests)
+    if pairs:
+        warnings.warn(_duplicates_message(pairs, data_dir), DuplicateScansWarning, stacklevel=2)
     if not images:
         raise DataError(f"no readable image of {', '.join(classes)} in {data_dir}; {HOW_TO_GET}")
     images = np.stack(images)[..., None]  # [N, size, size, 1]
@@ -131,6 +178,14 @@ def _with_flips(ds):
         np.concatenate([ds.patients, ds.patients]),
         np.concatenate([ds.flipped, ~ds.flipped]),
     )
+
+
+def _remove(file):
+    """Delete `file` if it can be (a read-only checkout keeps it: the rebuilt cache is then not saved either)."""
+    try:
+        file.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _save_cache(cache_file, ds):
@@ -166,17 +221,15 @@ def export_cache(out_file, path=None):
 
 
 def _load_cache_file(file, classes, flip, size):
-    """Dataset of `classes` from an `export_cache` file, in the order the folder path gives, flips added like there."""
-    with np.load(check_cache_file(file), allow_pickle=False) as z:
-        labels = z["classes"]
-        index = np.concatenate([np.flatnonzero(labels == c) for c in classes])
-        images = z["images"][index].astype(np.float32)  # [N, size, size, 1]
-        files, patients = z["files"][index], z["patients"][index]
-    if images.shape[1:] != (size, size, 1):
-        raise DataError(f"{file} holds {images.shape[1]}x{images.shape[2]} images, {size}x{size} requested")
-    if not len(images):
+    """Dataset of `classes` from an `export_cache` file (checked by `read_cache_file`), in the order the folder
+    path gives, flips added like there."""
+    z = read_cache_file(file, size)
+    labels = z["classes"]
+    index = np.concatenate([np.flatnonzero(labels == c) for c in classes])
+    if not len(index):
         raise DataError(f"no image of {', '.join(classes)} in the data cache {file}; {HOW_TO_CACHE}")
-    ds = Dataset(images, files, labels[index], patients, np.zeros(len(index), bool))
+    images = z["images"][index].astype(np.float32)  # [N, size, size, 1]
+    ds = Dataset(images, z["files"][index], labels[index], z["patients"][index], np.zeros(len(index), bool))
     return _with_flips(ds) if flip else ds
 
 
@@ -229,8 +282,8 @@ def load_folder(folder, size=IMAGE_SIZE):
 def describe(ds):
     """Short text summary of a Dataset."""
     n_pat = len(np.unique(ds.patients))
-    by_class = {c: int((ds.classes == c).sum()) for c in np.unique(ds.classes)}
-    return f"{len(ds)} images ({by_class}), {n_pat} patients, range [{ds.images.min():.2f}, {ds.images.max():.2f}]"
+    by_class = ", ".join(f"{c} {int((ds.classes == c).sum())}" for c in np.unique(ds.classes).tolist())
+    return f"{len(ds)} images ({by_class}), {n_pat} patients, range [{float(ds.images.min()):.2f}, {float(ds.images.max()):.2f}]"
 
 
 def training_split(config, data_dir=None):

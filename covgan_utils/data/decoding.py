@@ -43,20 +43,33 @@ class SkippedFilesWarning(UserWarning):
     """Warned once per load, naming the files that could not be decoded."""
 
 
+class DuplicateScansWarning(UserWarning):
+    """Warned once per load, naming byte-identical scan files (each copy gets the patient of its first occurrence)."""
+
+
+class RebuiltCacheWarning(UserWarning):
+    """Warned when the project's own data cache (data/processed/) is damaged and rebuilt from the scans."""
+
+
 READ_ERRORS = (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error)  # a file or zip member that cannot be read
 
 
-def _read_and_decode(name, read, n_bytes, size):
-    """(image or None, reason or None) for one source entry: name and size checked, bytes read, header checked, decoded."""
+def _read_source(name, read, n_bytes):
+    """(bytes or None, reason or None) for one source entry: name and size checked, bytes read."""
     if pathlib.PurePath(name).suffix.lower() not in IMAGE_EXTENSIONS:
         return None, f"not an image file name ({', '.join(IMAGE_EXTENSIONS)})"
     if n_bytes is not None and n_bytes > MAX_FILE_BYTES:
         return None, f"{n_bytes:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit (covgan_utils.data.decoding.MAX_FILE_BYTES); not read"
     try:
-        blob = read()
+        return read(), None
     except READ_ERRORS as err:
         return None, f"cannot be read: {' '.join(str(err.strerror if isinstance(err, OSError) and err.strerror else err).split())}"
-    return check_image(blob, size)
+
+
+def _read_and_decode(name, read, n_bytes, size):
+    """(image or None, reason or None) for one source entry: read by `_read_source`, header checked, decoded."""
+    blob, reason = _read_source(name, read, n_bytes)
+    return (None, reason) if blob is None else check_image(blob, size)
 
 
 def _skipped_message(skipped, where):

@@ -2,6 +2,7 @@
 the listing of class folders and zips, patient ids from the metadata tables, the upstream download,
 and the portable data cache (one .npz of the preprocessed scans).
 """
+import contextlib
 import csv
 import hashlib
 import os
@@ -11,10 +12,11 @@ import sys
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 
 import numpy as np
 
-from covgan_utils.data.decoding import DataError
+from covgan_utils.data.decoding import IMAGE_SIZE, DataError
 from covgan_utils.util import paths
 
 CLASSES = ("CT_COVID", "CT_NonCOVID")
@@ -205,23 +207,128 @@ CACHE_FORMAT_VERSION = 1
 CACHE_FIELDS = ("format", "version", "images", "files", "classes", "patients")
 
 
+CACHE_ARRAYS = ("images", "files", "classes", "patients")  # one row per image in every data cache
+
+
+TEXT_ARRAYS = ("files", "classes", "patients")  # 1-D unicode arrays
+
+
+RANGE_TOLERANCE = 1e-3  # images may exceed [-1, 1] by float16 rounding, no more
+
+
 HOW_TO_CACHE = "make one with `python -m covgan_utils data export-cache OUT.npz [--data DIR]`"
 
 
-def check_cache_file(file):
-    """`file` when it is a data cache written by `export_cache`, else DataError naming it and how to make one."""
-    file = pathlib.Path(file)
-    ok, version = False, None
+NPZ_ERRORS = (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, MemoryError, zipfile.BadZipFile, zlib.error)
+
+
+@contextlib.contextmanager
+def open_npz(file):
+    """The NpzFile of `file` within the block, or None when it is no readable .npz (garbage, truncated, an .npy,
+    pickled); the file is closed after the block either way."""
+    with contextlib.ExitStack() as stack:
+        yield _load_npz(file, stack)
+
+
+def _load_npz(file, stack):
     try:
-        z = np.load(file, allow_pickle=False)  # an .npy gives an array, an .npz an NpzFile
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        z = None
-    if isinstance(z, np.lib.npyio.NpzFile):
-        with z:
-            ok = set(CACHE_FIELDS) <= set(z.files) and str(z["format"]) == CACHE_FORMAT
-            version = int(z["version"]) if ok else None
-    if not ok:
+        z = np.load(stack.enter_context(open(file, "rb")), allow_pickle=False)  # an .npy gives an array, an .npz an NpzFile
+    except NPZ_ERRORS:
+        return None
+    return stack.enter_context(z) if isinstance(z, np.lib.npyio.NpzFile) else None
+
+
+def check_cache_file(file):
+    """`file` when it is a sound data cache written by `export_cache`, else DataError naming it, the fault and how to make one."""
+    read_cache_file(file, size=None)
+    return pathlib.Path(file)
+
+
+def read_cache_file(file, size=IMAGE_SIZE):
+    """{name: array} of CACHE_ARRAYS in the `export_cache` file `file`, checked by `check_cache_arrays` (any
+    square image size when `size` is None); DataError (one line, naming the file and HOW_TO_CACHE) otherwise."""
+    file = pathlib.Path(file)
+    with open_npz(file) as z:
+        if z is None:
+            raise DataError(f"{file} is not a COVID-CT data cache (not a readable .npz: truncated, damaged or another format; "
+                            f"expected a data folder or an export-cache .npz); {HOW_TO_CACHE}")
+        _check_marker(z, file)
+        return check_cache_arrays(z, file, size, CACHE_ARRAYS, HOW_TO_CACHE)
+
+
+def _check_marker(z, file):
+    """DataError unless the NpzFile `z` carries the export-cache format marker and this code's format version."""
+    if not {"format", "version"} <= set(z.files) or _scalar(z, "format", file) != CACHE_FORMAT:
         raise DataError(f"{file} is not a COVID-CT data cache (expected a data folder or an export-cache .npz); {HOW_TO_CACHE}")
-    if version != CACHE_FORMAT_VERSION:
+    version = _scalar(z, "version", file)
+    if version != str(CACHE_FORMAT_VERSION):
         raise DataError(f"{file} is a data cache of format version {version}, this code reads version {CACHE_FORMAT_VERSION}; {HOW_TO_CACHE}")
-    return file
+
+
+def _scalar(z, name, file):
+    """The 0-d array `name` of `z` as text ('' when it is not a scalar)."""
+    value = _member(z, name, file, HOW_TO_CACHE)
+    return str(value) if value.ndim == 0 else ""
+
+
+def _member(z, name, file, fix):
+    """Array `name` of the NpzFile (or dict) `z`, read once; DataError when its bytes cannot be read."""
+    try:
+        return np.asarray(z[name])
+    except NPZ_ERRORS as err:
+        raise DataError(f"data cache {file} cannot be used: its array {name!r} cannot be read ({_one_line(err)}); {fix}") from None
+
+
+def _one_line(err):
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def check_cache_arrays(z, file, size=IMAGE_SIZE, fields=CACHE_ARRAYS, fix=HOW_TO_CACHE):
+    """{field: array} of the data cache `z` (NpzFile or dict), each read once, when they hold N >= 1 rows of
+    finite images in [-1, 1] (float16/float32 [N, size, size, 1]; any square size for size None), 1-D unicode
+    files/classes/patients, known classes and (when asked for) a 1-D bool `flipped`; else DataError naming
+    `file`, the fault and `fix`."""
+    present = set(getattr(z, "files", z))
+    missing = [f for f in fields if f not in present]
+    if missing:
+        raise DataError(f"data cache {file} cannot be used: no {', '.join(missing)} array; {fix}")
+    arrays = {f: _member(z, f, file, fix) for f in fields}
+    problem = _cache_problem(arrays, size)
+    if problem:
+        raise DataError(f"data cache {file} cannot be used: {problem}; {fix}")
+    return arrays
+
+
+def _cache_problem(arrays, size):
+    """What is wrong with the arrays of a data cache (one phrase), or None."""
+    images = arrays["images"]
+    if images.dtype not in (np.float16, np.float32):
+        return f"images are {images.dtype}, expected float16 or float32"
+    side = images.shape[1] if size is None and images.ndim == 4 else size
+    if images.shape[1:] != (side, side, 1):
+        expected = "[N, S, S, 1]" if size is None else f"[N, {size}, {size}, 1]"
+        return f"images of shape {list(images.shape)}, expected {expected}"
+    for name in (f for f in TEXT_ARRAYS if f in arrays):
+        if arrays[name].ndim != 1 or arrays[name].dtype.kind != "U":
+            return f"{name} is a {arrays[name].dtype} array of shape {list(arrays[name].shape)}, expected 1-D text (unicode)"
+    if "flipped" in arrays and (arrays["flipped"].ndim != 1 or arrays["flipped"].dtype != bool):
+        return f"flipped is a {arrays['flipped'].dtype} array of shape {list(arrays['flipped'].shape)}, expected 1-D bool"
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        return "arrays of different lengths: " + ", ".join(f"{name} {n}" for name, n in lengths.items())
+    if not len(images):
+        return "it holds no image (N = 0)"
+    unknown = sorted(set(np.unique(arrays["classes"]).tolist()) - set(CLASSES))
+    if unknown:
+        return f"unknown class {', '.join(map(repr, unknown[:3]))} (expected {' or '.join(CLASSES)})"
+    return _range_problem(images)
+
+
+def _range_problem(images):
+    """Non-finite values or values outside [-1, 1] (RANGE_TOLERANCE) in `images`, as a phrase, or None."""
+    low, high = float(images.min()), float(images.max())  # NaN propagates through min/max
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "images hold NaN or infinite values"
+    if low < -1 - RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        return f"images range [{low:.4g}, {high:.4g}], expected [-1, 1]"
+    return None
