@@ -98,6 +98,8 @@ def check_group(variables, arrays, group, path):
         value = np.asarray(arrays[key])
         if tuple(value.shape) != tuple(var.shape):
             raise CorruptCheckpointError(path, f"{key} has shape {value.shape}, model expects {tuple(var.shape)}")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise CorruptCheckpointError(path, f"{key} holds NaN or infinite values (weights of a diverged or damaged run)")
         try:
             values.append(value.astype(var.dtype))  # int64 (TF) and int32/uint32 (JAX) counters and seeds
         except (TypeError, ValueError) as err:

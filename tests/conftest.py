@@ -59,3 +59,33 @@ def real_data():
         return sources.find_data_dir()
     except decoding.DataError:
         pytest.skip(REAL_DATA_MISSING)
+
+
+# ---------------------------------------------------------------- the source data, before and after everything
+
+def source_fingerprint(folder):
+    """{path relative to `folder`: (SHA-256, mode, mtime_ns)} of every file under the real data folder."""
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = path.stat()
+        out[str(path.relative_to(folder))] = (sources.sha256_of(path), st.st_mode, st.st_mtime_ns)
+    return out
+
+
+def pytest_sessionstart(session):
+    """Fingerprint the real scans before the first test runs (tests/test_source_data.py compares after the last)."""
+    try:
+        folder = sources.find_data_dir()
+    except decoding.DataError:
+        folder = None
+    session.config.source_before = (folder, source_fingerprint(folder) if folder is not None and folder.is_dir() else None)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests marked `after_everything` run last, after every other test of the session (the corpus included)."""
+    last = [item for item in items if item.get_closest_marker("after_everything")]
+    items[:] = [item for item in items if not item.get_closest_marker("after_everything")] + last
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "after_everything: run after every other test of the session")

@@ -155,3 +155,25 @@ def test_a_damaged_log_line_before_the_last_names_the_file(run, blob_images):
     stats.write_text("not json\n" + stats.read_text())
     with pytest.raises(ValueError, match=r"stats.jsonl: line 1 is not JSON"):
         loop.train(config.get_preset("smoke", epochs=2), run, images=blob_images, resume=True, verbose=False)
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "release"])
+def test_weights_that_are_not_numbers_are_refused_before_sampling(where, run, tmp_path, capsys):
+    folder = tmp_path / where
+    if where == "checkpoint":
+        folder.mkdir()
+        for p in run.iterdir():
+            (folder / p.name).write_bytes(p.read_bytes())
+        file = sorted(folder.glob("checkpoint-*.npz"))[-1]
+    else:
+        runs.export_release(run, folder)
+        file = folder / runs.WEIGHTS
+    with np.load(file) as z:
+        arrays = {k: z[k] for k in z.files}
+    first = sorted(k for k in arrays if k.startswith(("g/", "ema/")))[0]
+    arrays[first] = np.full_like(arrays[first], np.nan if where == "checkpoint" else np.inf)
+    np.savez(file, **arrays)
+    before = file.read_bytes()
+    assert cli.main(["sample", "--run", str(folder), "--n", "2", "--out", str(tmp_path / "s")]) == 2
+    _one_line_error(capsys, "cannot be loaded" if where == "checkpoint" else "holds NaN or infinite values")
+    assert not (tmp_path / "s").exists() and file.read_bytes() == before

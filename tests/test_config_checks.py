@@ -11,10 +11,11 @@ from covgan_utils import cli, config
 from covgan_utils.metrics import domain_encoder
 from covgan_utils.training import loop
 from covgan_utils.util import fields, paths
-from covgan_utils.widget import autoencoder
+from covgan_utils.widget import autoencoder, export
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-CONFIG_CLASSES = (config.Config, autoencoder.AutoencoderConfig, domain_encoder.DomainEncoderConfig, domain_encoder.EncoderSplit)
+CONFIG_CLASSES = (config.Config, autoencoder.AutoencoderConfig, domain_encoder.DomainEncoderConfig, domain_encoder.EncoderSplit,
+                  export.ProjectionOptions)
 
 # field=value strings outside the field's range, each with the range text the message must give
 BAD = [

@@ -259,10 +259,10 @@ def test_train_takes_a_gan_designator(runs, tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------- bad inputs
 
 @pytest.mark.parametrize("options, message", [
-    ({"project": -1}, "project must be a whole number >= 0"),
-    ({"path_steps": 1}, "path_steps must be a whole number >= 2"),
-    ({"steps": 2}, "steps must be a whole number >= 5"),
-    ({"mode": "cubic"}, "unknown mode 'cubic'"),
+    ({"project": -1}, r"projection option field 'project' must be a whole number in \[0, 1000000\], got -1"),
+    ({"path_steps": 1}, r"field 'path_steps' must be a whole number in \[2, 10000\], got 1"),
+    ({"steps": 2}, r"field 'steps' must be a whole number in \[5, 1000000\], got 2"),
+    ({"mode": "cubic"}, "field 'mode' must be one of linear, slerp, got \"cubic\""),
     ({"progression": [("missing.png", "0")]}, "missing.png: no such image file"),
     ({"progression": [("0", "999")]}, "real scan index 999 is out of range"),
     ({"progression": [("0",)]}, "a progression is a pair"),

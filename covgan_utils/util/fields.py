@@ -11,6 +11,7 @@ A class may add checks between fields in a `check_together(self)` method that ra
 import dataclasses
 import json
 import math
+import numbers
 
 NO_FIX = "fix it or restore the file"
 
@@ -262,6 +263,9 @@ def _post_init(self):
         value = getattr(self, name)
         if isinstance(value, list) and isinstance(check, Items):  # lists given in code are kept as tuples
             value = tuple(value)
+            object.__setattr__(self, name, value)
+        if isinstance(check, Int) and isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):  # numpy integers
+            value = int(value)
             object.__setattr__(self, name, value)
         if not check.valid(value):
             raise ConfigError(f"{_label(self)} field {name!r} must be {check.describe()}, got {_shown(value)}")

@@ -29,10 +29,11 @@ import tempfile
 
 import numpy as np
 
+from covgan_utils import config as config_lib
 from covgan_utils import runs
 from covgan_utils.data import decoding, sources
 from covgan_utils.inversion import projection as projection_lib
-from covgan_utils.util import files, paths
+from covgan_utils.util import fields, files, paths
 from covgan_utils.widget import autoencoder, schema
 
 WIDGET_DIR = paths.PROJECT_ROOT / "widget"
@@ -68,7 +69,7 @@ MODES = ("linear", "slerp")
 
 # ---------------------------------------------------------------- options and inputs
 
-@dataclasses.dataclass(frozen=True)
+@fields.checked(frozen=True)
 class ProjectionOptions:
     """What the export projects into a GAN generator, and how; checked on creation (one-line ValueErrors).
 
@@ -78,25 +79,19 @@ class ProjectionOptions:
     `generator`: a Keras generator or a GAN run designator (`covgan_utils.runs`; None = `release`).
     `steps`, `starts`, `features`, `seed` go to `projection.project` (num_steps, starts, features, seed)."""
 
-    project: int = 0
-    progression: tuple = ()
-    generator: object = None
-    steps: int = 300
-    starts: int = 4
-    path_steps: int = 8
-    mode: str = "linear"
-    features: str = "domain"
-    seed: int = 0
+    LABEL = "projection option"
 
-    def __post_init__(self):
-        if not _whole(self.project) or self.project < 0:
-            raise ValueError(f"project must be a whole number >= 0 (how many validation scans to project), got {self.project!r}")
-        if not _whole(self.path_steps) or self.path_steps < 2:
-            raise ValueError(f"path_steps must be a whole number >= 2 (frames on a progression, both ends included), got {self.path_steps!r}")
-        if not _whole(self.steps) or not _whole(self.starts) or self.steps < 5 or self.starts < 1:
-            raise ValueError(f"steps must be a whole number >= 5 and starts one >= 1, got {self.steps!r} and {self.starts!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose 'linear' or 'slerp'")
+    project: int = fields.field(0, fields.Int(0, 10**6))  # how many validation scans to project
+    progression: tuple = fields.field((), fields.Anything())  # pairs, normalised by check_together
+    generator: object = fields.field(None, fields.Anything())
+    steps: int = fields.field(300, fields.Int(5, 10**6))
+    starts: int = fields.field(4, fields.Int(1, 1000))
+    path_steps: int = fields.field(8, fields.Int(2, 10**4))  # frames on a progression, both ends included
+    mode: str = fields.field("linear", fields.Choice(*MODES))
+    features: str = fields.field("domain", fields.Text(optional=True))
+    seed: int = fields.field(0, fields.Int(0, config_lib.MAX_SEED))
+
+    def check_together(self):
         object.__setattr__(self, "progression", _pairs(self.progression))
 
     @property
@@ -107,10 +102,6 @@ class ProjectionOptions:
     def project_kwargs(self, verbose=0):
         """Keyword arguments of `projection.project`."""
         return {"num_steps": self.steps, "starts": self.starts, "features": self.features, "seed": self.seed, "progress": verbose > 0}
-
-
-def _whole(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _pairs(progression):
