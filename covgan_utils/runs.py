@@ -199,6 +199,10 @@ def export_release(run, release_dir=None, checkpoint="latest"):
     if is_release(run_dir):
         raise ValueError(f"{run_dir} is already a release; pass the run folder it came from")
     release_dir = pathlib.Path(release_dir or paths.RELEASE_DIR)
+    real_run, real_release = run_dir.resolve(), release_dir.resolve()
+    if real_release == real_run or real_run in real_release.parents:
+        raise ValueError(f"--out {release_dir} is inside the run folder {run_dir}: a release there would turn the run into a release; "
+                         f"choose another folder")
     release_dir.mkdir(parents=True, exist_ok=True)
     generator, source = read_generator(run_dir, checkpoint)
     arrays = checkpoints.to_arrays("g", generator.variables, half=True)

@@ -177,3 +177,34 @@ def test_weights_that_are_not_numbers_are_refused_before_sampling(where, run, tm
     assert cli.main(["sample", "--run", str(folder), "--n", "2", "--out", str(tmp_path / "s")]) == 2
     _one_line_error(capsys, "cannot be loaded" if where == "checkpoint" else "holds NaN or infinite values")
     assert not (tmp_path / "s").exists() and file.read_bytes() == before
+
+
+def test_export_cache_never_writes_over_the_cache_it_reads(tmp_path, capsys):
+    from widget_fixtures import make_scans
+
+    cache = tmp_path / "c.npz"
+    assert cli.main(["data", "export-cache", str(cache), "--data", str(make_scans(tmp_path / "scans", n_patients=2))]) == 0
+    capsys.readouterr()
+    before = cache.read_bytes()
+    assert cli.main(["data", "export-cache", str(cache), "--data", str(cache)]) == 2
+    _one_line_error(capsys, str(cache), "is the data cache the scans are read from")
+    assert cache.read_bytes() == before
+
+
+def test_a_release_into_its_own_run_folder_is_refused(run, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for out in (run, run / "release"):
+        assert cli.main(["release", "--run", str(run), "--out", str(out)]) == 2
+        _one_line_error(capsys, "inside the run folder", "would turn the run into a release")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before and not runs.is_release(run)
+
+
+def test_a_symbolic_link_into_the_data_folder_is_the_data_folder(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "scans"
+    (data / "CT_COVID").mkdir(parents=True)
+    _scan(data / "CT_COVID" / "a.png")
+    (tmp_path / "link").symlink_to(data / "CT_COVID")
+    monkeypatch.setenv("COVGAN_DATA", str(data))
+    assert cli.main(["sample", "--n", "1", "--out", str(tmp_path / "link" / "more")]) == 2
+    _one_line_error(capsys, "inside the data folder")
+    assert sorted(p.name for p in (data / "CT_COVID").iterdir()) == ["a.png"]

@@ -1,5 +1,5 @@
 """`data` commands: locate, download, describe, export-cache."""
-from covgan_utils.cli.args import command, group
+from covgan_utils.cli.args import command, group, output
 
 
 def add_commands(subparsers):
@@ -46,6 +46,6 @@ def cmd_describe(args):
 def cmd_export_cache(args):
     from covgan_utils.data import dataset, sources
 
-    out = dataset.export_cache(args.out, args.data)
+    out = dataset.export_cache(output(args.out, "file", data=args.data), args.data)
     ds = dataset.load_dataset(out, classes=sources.CLASSES, flip=False)
     print(f"{out}: {out.stat().st_size / 2**20:.1f} MB, {dataset.describe(ds)}")

@@ -33,19 +33,25 @@ def _check_name(path, flag):
             raise ValueError(f"{flag} {str(path)[:60]}...: the name {part[:24]}... is longer than {NAME_MAX} bytes; choose a shorter one")
 
 
+def _real(path):
+    """The path with every symbolic link resolved (a link into the data folder is the data folder)."""
+    return pathlib.Path(os.path.realpath(_resolved(path)))
+
+
 def _check_not_input(path, inputs, protected, flag):
+    real = _real(path)
     for item in inputs:
-        if item is not None and _resolved(item) == path:
+        if item is not None and _real(item) == real:
             raise ValueError(f"{flag} {path} is also an input; write the result to another file")
     for folder in protected:
         if folder is None:
             continue
-        folder = _resolved(folder)
+        folder = _real(folder)
         if folder.is_file():  # a data cache: the file itself is the input
-            if path == folder:
+            if real == folder:
                 raise ValueError(f"{flag} {path} is the data cache the scans are read from; write the result to another file")
             continue
-        if path == folder or folder in path.parents:
+        if real == folder or folder in real.parents:
             raise ValueError(f"{flag} {path} is inside the data folder {folder}, whose images are read as scans; write outside it")
 
 
