@@ -16,14 +16,31 @@ from PIL import Image
 from covgan_utils import checkpoints
 from covgan_utils.data import decoding
 from covgan_utils.nets import stylegan
-from covgan_utils.util import files
+from covgan_utils.util import fields, files
 
 LATENT_DIM = 100
 
 
+SEED_MAX = fields.SEED_MAX  # np.random.RandomState takes seeds in [0, 2**32 - 1]
+
+
+def seed_range(first, n):
+    """Seeds first..first+n-1; a one-line ValueError naming --seed and --n when they leave [0, SEED_MAX]."""
+    if not 0 <= first <= SEED_MAX:
+        raise ValueError(f"--seed {first} is outside the seed range [0, {SEED_MAX}]; choose a --seed in it")
+    if first + n - 1 > SEED_MAX:
+        raise ValueError(f"--seed {first} with --n {n} reaches seed {first + n - 1}, past the seed range [0, {SEED_MAX}]; "
+                         f"choose --seed {SEED_MAX - n + 1} or less, or a smaller --n")
+    return list(range(first, first + n))
+
+
 def noise_for_seeds(seeds, latent_dim=LATENT_DIM):
     """[N, latent_dim] float32: row i is `np.random.RandomState(seeds[i]).randn(latent_dim)`."""
-    return np.stack([np.random.RandomState(int(s)).randn(latent_dim) for s in seeds]).astype(np.float32)
+    seeds = [int(s) for s in seeds]
+    outside = [s for s in seeds if not 0 <= s <= SEED_MAX]
+    if outside:
+        raise ValueError(f"seed {outside[0]} is outside the seed range [0, {SEED_MAX}]; choose --seed (and --n) so that every seed lies in it")
+    return np.stack([np.random.RandomState(s).randn(latent_dim) for s in seeds]).astype(np.float32)
 
 
 def latent_dim_of(generator):
@@ -219,6 +236,7 @@ def sample_to_folder(generator, n, out, seed=0, label=None, truncation=1.0, mode
     and its weights digest; a folder holding another model's samples is refused unless `overwrite`."""
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
+    seed_range(seed, n)  # refused before the folder is touched
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"model": "generator", **(model or {}), "weights_sha256": checkpoints.weights_digest(generator), "label": label, "truncation": truncation}

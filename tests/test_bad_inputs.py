@@ -247,7 +247,7 @@ ARG_CASES = [  # id, argv, expected texts
     ("gpu-job-n-eval-too-small", ["gpu-job", "--data", "{S}", "--out", "{T}/j", "--n-eval", "3"], ["--n-eval: must be at least 8, got 3"]),
     ("gpu-job-minutes-zero", ["gpu-job", "--data", "{S}", "--out", "{T}/j", "--minutes", "0"], ["--minutes: must be a positive number of minutes, got 0"]),
     ("ablation-run-minutes-negative", ["ablation", "run", "--minutes", "-1"], ["--minutes: must be a positive number of minutes, got -1"]),
-    ("widget-serve-port-zero", ["widget", "serve", "--port", "0"], ["--port: must be at least 1, got 0"]),
+    ("widget-serve-port-out-of-range", ["widget", "serve", "--port", "70000"], ["--port: must be in [0, 65535], got 70000"]),
     ("widget-export-n-generated-zero", ["widget", "export", "--n-generated", "0"], ["--n-generated: must be at least 1, got 0"]),
     ("release-checkpoint-absent", ["release", "--run", "{R}", "--checkpoint", "999", "--out", "{T}/rel"], ["no checkpoint '999' in {R}"]),
 ]

@@ -4,12 +4,16 @@ import math
 import pathlib
 
 from covgan_utils import config as config_lib
+from covgan_utils.util import fields
 
 AUTOENCODER_PRESETS = ("paper", "quick", "smoke")  # widget.autoencoder.PRESETS (a test keeps them equal)
 RUN_HELP = "a run folder, a run number, a name under models/, `latest`, or `release`"
 
 
-def _whole(minimum):
+SEED_MAX = fields.SEED_MAX
+
+
+def _whole(minimum, maximum=None):
     def parse(text):
         try:
             value = int(text)
@@ -17,13 +21,15 @@ def _whole(minimum):
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be in [{minimum}, {maximum}], got {value}")
         return value
 
-    parse.__name__ = f"whole number >= {minimum}"
+    parse.__name__ = f"whole number >= {minimum}" if maximum is None else f"whole number in [{minimum}, {maximum}]"
     return parse
 
 
-positive_int, seed_int, port_int = _whole(1), _whole(0), _whole(1)
+positive_int, seed_int, port_int = _whole(1), _whole(0, SEED_MAX), _whole(0, 65535)
 whole = _whole
 
 

@@ -38,7 +38,7 @@ def add_commands(subparsers):
 def cmd_evaluate(args):
     from covgan_utils import runs, sampling
     from covgan_utils.data import dataset
-    from covgan_utils.metrics import downstream, report
+    from covgan_utils.metrics import downstream, features, report
 
     for name in ("real", "train", "generated"):
         folder = getattr(args, name)
@@ -46,17 +46,21 @@ def cmd_evaluate(args):
             raise FileNotFoundError(f"--{name} folder {folder} does not exist")
     if args.run is not None:
         runs.resolve_run(args.run)  # a wrong run answers before any image is read
+        seeds = sampling.seed_range(args.seed, args.n)
     sources = [f for f in (args.real, args.train, args.generated) if f]
     out = output(args.out, protected=sources)
     if args.train is not None:
         output(out.with_suffix(".nearest.png"), protected=sources)
     real = dataset.load_folder(args.real)
     train = dataset.load_folder(args.train) if args.train else None
-    if args.generated:
-        generated = dataset.load_folder(args.generated)
-    else:
-        generated = sampling.generate(runs.load_generator(args.run, args.checkpoint), list(range(args.seed, args.seed + args.n)))
-    result = report.evaluate_images(generated, real, train, n=args.n, features=args.features, seed=args.seed,
+    generated = dataset.load_folder(args.generated) if args.generated else None
+    generator = runs.load_generator(args.run, args.checkpoint) if generated is None else None  # a damaged run answers here
+    feature_name, _ = features.feature_extractor(args.features)  # a missing [fid] extra answers here; nothing extracted yet
+    report.check_set_sizes(None if generated is None else len(generated), len(real), None if train is None else len(train), args.n,
+                           not args.no_baselines, feature_name == "inception")  # too few images: refused before any sample
+    if generated is None:
+        generated = sampling.generate(generator, seeds)
+    result = report.evaluate_images(generated, real, train, n=args.n, features=feature_name, seed=args.seed,
                                     baselines=not args.no_baselines, nearest_png=out.with_suffix(".nearest.png") if train is not None else None)
     result["source"] = {"generated": args.generated, "run": args.run, "real": args.real, "train": args.train}
     if args.downstream:

@@ -8,7 +8,7 @@ def add_commands(subparsers):
     add_run(p)
     p.add_argument("--n", type=positive_int, default=16)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=seed_int, default=0, help="first seed")
+    p.add_argument("--seed", type=seed_int, default=0, help="first seed; seeds S..S+N-1 lie in [0, 2**32 - 1]")
     p.add_argument("--overwrite", action="store_true", help="write into a folder that holds another model's samples")
     add_checkpoint(p)
     add_class_and_truncation(p)
@@ -36,7 +36,8 @@ def _generator_and_label(args):
 def cmd_sample(args):
     from covgan_utils import sampling
 
-    out = output(args.out, "dir")
+    sampling.seed_range(args.seed, args.n)  # seeds past the range answer before the model is loaded
+    out = output(args.out, "dir", create=False)  # created by sample_to_folder once the model has loaded
     generator, label = _generator_and_label(args)
     model = {"model": f"run {args.run} ({args.checkpoint})" if args.run else "release"}
     files = sampling.sample_to_folder(generator, args.n, out, args.seed, label, args.truncation, model=model, overwrite=args.overwrite)

@@ -28,7 +28,7 @@ def add_commands(subparsers):
     p.add_argument("--path-steps", type=whole(2), default=8, help="frames on each progression, ends included (default 8)")
     p.add_argument("--mode", choices=("linear", "slerp"), default="linear", help="path between the two latents of a progression")
     p = command(sub, "serve", cmd_serve, "serve the exported widget on 127.0.0.1", backend=False)
-    p.add_argument("--port", type=port_int, default=8000)
+    p.add_argument("--port", type=port_int, default=8000, help="port in [0, 65535] (default 8000; 0: any free port)")
     p.add_argument("--dir", default=None, help="widget folder (default exports/latent_widget/)")
 
 

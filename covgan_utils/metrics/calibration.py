@@ -51,15 +51,22 @@ DEGRADATIONS = {  # name -> images -> degraded images, roughly from mild to seve
 }
 
 
+SCORED = ("kid", "fid", "prdc")  # the metrics of every row
+
+
 def ladder(train, val, features="inception", n=112, seed=0, degradations=None):
     """Score real `train` scans, untouched (the floor) and after each degradation, against real `val` scans.
 
     Returns {"features", "n_probe", "n_real", "rows": {name: {"kid", "fid", "prdc"}}, "wall_seconds"}.
     """
     started = time.time()
-    name, extract = features_lib.feature_extractor(features)
     probe = quality.subsample(quality.as_images(train), n, seed + 2)  # [n, 128, 128, 1]
     real = quality.subsample(quality.as_images(val), n, seed + 1)
+    metric, least, _ = quality.strictest(SCORED)
+    fix = f"pass --n {least} or more" if n < least else "use a data folder with more COVID patients"
+    for set_name, images in (("train", probe), ("validation", real)):  # before any feature extraction
+        quality.require(metric, set_name, len(images), fix)
+    name, extract = features_lib.feature_extractor(features)
     real_f = extract(real)  # [n, d]
     chosen = DEGRADATIONS if degradations is None else {k: DEGRADATIONS[k] for k in degradations}
     rows = {}

@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 
 from covgan_utils import checkpoints
-from covgan_utils.config import MAX_SEED, WIDTH
+from covgan_utils.config import SEED, WIDTH
 from covgan_utils.data import dataset, decoding, sources
 from covgan_utils.metrics import roc
 from covgan_utils.util import fields, files, paths
@@ -51,7 +51,7 @@ class EncoderSplit:
     classes: tuple = F(sources.CLASSES, fields.Items(fields.Choice(*sources.CLASSES), 1, len(sources.CLASSES), unique=True))
     flip: bool = F(True, fields.Bool())
     val_fraction: float = F(dataset.VAL_FRACTION, fields.Float(0.0, 1.0, lo_open=True, hi_open=True))
-    split_seed: int = F(dataset.SPLIT_SEED, fields.Int(0, MAX_SEED))
+    split_seed: int = F(dataset.SPLIT_SEED, SEED)
 
 
 @fields.checked(frozen=True)
@@ -72,7 +72,7 @@ class DomainEncoderConfig:
     contrast: tuple = F((0.8, 1.2), fields.Items(fields.Float(0.0, 10.0, lo_open=True), 2, 2))  # (low, high) factors
     brightness: float = F(0.1, fields.Float(0.0, 1.0))
     noise_std: float = F(0.03, fields.Float(0.0, 1.0))
-    seed: int = F(0, fields.Int(0, MAX_SEED))
+    seed: int = F(0, SEED)
     split: EncoderSplit = F(default_factory=EncoderSplit, check=fields.Nested(EncoderSplit))
 
     def check_together(self):

@@ -4,7 +4,8 @@ Nothing here imports training: the divergence guard and the training-time metric
 functions, and `metrics.report` builds the evaluation reports on top of them.
 
 Images are float32 [N, 128, 128, 1] in [-1, 1] everywhere. Every metric function is registered in
-`METRICS` (name -> function) and documents the paper it follows:
+`METRICS` (name -> function) with the fewest images a set may hold for it in `MIN_N` (checked by
+`require` before any work), and documents the paper it follows:
 
 - `swd`       multi-scale sliced Wasserstein distance (Karras et al. 2018, "Progressive Growing of GANs")
 - `ms_ssim`   mean MS-SSIM of random pairs within one set (Odena et al. 2017; Wang et al. 2003)
@@ -24,20 +25,37 @@ import numpy as np
 METRICS = {}
 
 
+MIN_N = {}  # name -> (fewest images a set may hold for the metric, why): checked before any work (`require`)
+
+
 BLANK_STD = 0.02  # per-image std (in [-1, 1] units) under which a slice counts as near-constant
 
 
 DUPLICATE_RMS = 0.02  # RMS difference at 32x32 under which two samples count as near-duplicates
 
 
-def register(name):
-    """Decorator: add a metric function to `METRICS` under `name`."""
+def register(name, min_n=1, why="one image"):
+    """Decorator: add a metric function to `METRICS` under `name`, needing at least `min_n` images per set."""
 
     def wrap(fn):
         METRICS[name] = fn
+        MIN_N[name] = (min_n, why)
         return fn
 
     return wrap
+
+
+def require(metric, set_name, count, fix="pass more images", minimum=None, why=None):
+    """One-line ValueError when the `set_name` set holds fewer than `metric` needs (its `MIN_N` unless given)."""
+    least = MIN_N[metric][0] if minimum is None else minimum
+    if count < least:
+        raise ValueError(f"the {set_name} set has {count} images; {metric} needs at least {least} ({why or MIN_N[metric][1]}); {fix}")
+
+
+def strictest(metrics):
+    """(name, min_n, why) of the metric among `metrics` that needs the most images per set."""
+    name = max(metrics, key=lambda m: MIN_N[m][0])
+    return (name, *MIN_N[name])
 
 
 def as_images(images):
@@ -174,7 +192,7 @@ def _ms_ssim_pairs(a, b, filter_size=7, sigma=1.5):
     return np.prod(np.stack(terms, axis=-1) ** np.array(MS_SSIM_WEIGHTS), axis=-1).astype(np.float32)
 
 
-@register("ms_ssim")
+@register("ms_ssim", min_n=2, why="pairs of distinct images")
 def ms_ssim(images, pairs=500, seed=0, batch=250):
     """Mean MS-SSIM over random pairs of distinct images of one set (Odena et al. 2017, "Conditional
     Image Synthesis with Auxiliary Classifier GANs"; MS-SSIM of Wang et al. 2003 with a 7-tap window).
@@ -184,8 +202,7 @@ def ms_ssim(images, pairs=500, seed=0, batch=250):
     """
     images = as_images(images)
     n = len(images)
-    if n < 2:
-        raise ValueError("MS-SSIM diversity needs at least two images")
+    require("ms_ssim", "image", n)
     rng = np.random.RandomState(seed)
     i = rng.randint(0, n, pairs)
     j = (i + rng.randint(1, n, pairs)) % n  # j != i
@@ -214,7 +231,10 @@ def _kid_subsets(x, y, size, subsets, rng):
     return np.array(values)
 
 
-@register("kid")
+KID_MIN = 4  # the std of a whole-set KID comes from half-size subsets, and each needs two images
+
+
+@register("kid", min_n=KID_MIN, why="its spread comes from half-size subsets of at least 2")
 def kid(gen_features, real_features, subset_size=1000, subsets=100, seed=0):
     """Kernel Inception Distance (Binkowski et al. 2018, "Demystifying MMD GANs"): unbiased MMD^2
     with the kernel k(x, y) = (x.y / d + 1)^3, averaged over `subsets` random subsets of
@@ -227,10 +247,12 @@ def kid(gen_features, real_features, subset_size=1000, subsets=100, seed=0):
     """
     x = np.asarray(gen_features, np.float64)
     y = np.asarray(real_features, np.float64)
+    require("kid", "generated", len(x))
+    require("kid", "real", len(y))
+    if subset_size < KID_MIN:
+        raise ValueError(f"kid subset_size must be at least {KID_MIN}, got {subset_size}")
     rng = np.random.RandomState(seed)
     m = min(subset_size, len(x), len(y))
-    if m < 4:
-        raise ValueError("KID needs at least 4 samples per side")
     values = _kid_subsets(x, y, m, subsets, rng)
     std = float(values.std())
     if m == len(x) == len(y) or std == 0.0:
@@ -238,16 +260,17 @@ def kid(gen_features, real_features, subset_size=1000, subsets=100, seed=0):
     return {"mean": float(values.mean()), "std": std, "subset_size": int(m), "subsets": int(subsets)}
 
 
-@register("fid")
+@register("fid", min_n=2, why="a covariance needs two rows")
 def fid(gen_features, real_features):
     """Frechet distance between Gaussians fitted to two feature sets (Heusel et al. 2017).
 
     Strongly biased upwards at small n (a few hundred samples), so it is reported with n and should
     only be compared at equal n and equal features. Returns {"value", "n_generated", "n_real"}.
     """
-
     x = np.asarray(gen_features, np.float64)
     y = np.asarray(real_features, np.float64)
+    require("fid", "generated", len(x))
+    require("fid", "real", len(y))
     mu_x, mu_y = x.mean(0), y.mean(0)
     cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # singular products (a collapsed set) are handled below
@@ -282,8 +305,15 @@ def _kth_radius(x, k):
     return np.sort(d, axis=1)[:, k]  # column 0 is the point itself
 
 
-@register("prdc")
-def prdc(gen_features, real_features, k=5):
+PRDC_K = 5  # nearest neighbours of the PRDC balls
+
+
+def _prdc_why(k):
+    return f"k={k} nearest neighbours + 1"
+
+
+@register("prdc", min_n=PRDC_K + 1, why=_prdc_why(PRDC_K))
+def prdc(gen_features, real_features, k=PRDC_K):
     """Precision and recall of Kynkaanniemi et al. 2019 and density and coverage of Naeem et al. 2020
     ("Reliable Fidelity and Diversity Metrics for Generative Models"), k-NN balls with k=5.
 
@@ -293,6 +323,10 @@ def prdc(gen_features, real_features, k=5):
     """
     real = np.asarray(real_features, np.float64)
     gen = np.asarray(gen_features, np.float64)
+    if k < 1:
+        raise ValueError(f"prdc k must be at least 1, got {k}")
+    for name, rows in (("generated", gen), ("real", real)):
+        require("prdc", name, len(rows), minimum=k + 1, why=_prdc_why(k))
     r_real = _kth_radius(real, k)
     r_gen = _kth_radius(gen, k)
     d = _pairwise(real, gen)  # [n_real, n_gen]

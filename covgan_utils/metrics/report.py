@@ -21,6 +21,8 @@ from covgan_utils.metrics.quality import (
     kid,
     ms_ssim,
     prdc,
+    require,
+    strictest,
     subsample,
     subsample_index,
     swd,
@@ -63,6 +65,35 @@ def score_set(generated, real, features, real_features=None, train=None, train_f
     return report
 
 
+SCORED = ("swd", "ms_ssim", "kid", "fid", "prdc", "blank_fraction", "duplicate_fraction")  # the metrics of every scored set
+
+
+def check_set_sizes(n_generated, n_real, n_train=None, n=500, baselines=True, layout=False):
+    """Refuse sets too small for a metric of the report before any sampling or feature extraction, with a
+    one-line ValueError naming the set, its size, the metric, its minimum and the fix. Sizes as
+    `evaluate_images` uses them: generated (None: n to be sampled) and real cut to `n`; the floor (`baselines`,
+    or the `layout` block of Inception reports) scores train images, or without them one half of the real set
+    against the other."""
+    metric, least, why = strictest(SCORED)
+    generated = n if n_generated is None else n_generated
+    require(metric, "generated", min(n, generated), _fix(n, n_generated, least, "a --generated folder with more images"))
+    require(metric, "real", min(n, n_real), _fix(n, n_real, least, "a --real folder with more scans"))
+    if not (baselines or layout):
+        return
+    if n_train is not None:
+        require(metric, "train", n_train, "pass a --train folder with more scans" + ("" if layout else ", or --no-baselines"))
+    elif min(n, n_real) // 2 < least:
+        others = "a --train folder" + ("" if layout else " or --no-baselines")
+        raise ValueError(f"the real set has {min(n, n_real)} images; the floor baseline scores one half of it against the other and {metric} "
+                         f"needs at least {least} per half ({why}); {_fix(n, n_real, 2 * least, f'{2 * least} or more real scans')}, or {others}")
+
+
+def _fix(n, count, least, more):
+    """What to pass when a set of `count` images (None: sampled), cut to `n`, holds fewer than `least`."""
+    fixes = ([f"--n {least} or more"] if n < least else []) + ([more] if count is not None and count < least else [])
+    return "pass " + " and ".join(fixes)
+
+
 def evaluate_images(generated, real, train=None, n=500, features="auto", seed=0, baselines=True, ms_ssim_pairs=500, nearest_png=None):
     """Evaluate a generated set against real held-out images -> report dict (JSON-serialisable).
 
@@ -76,7 +107,8 @@ def evaluate_images(generated, real, train=None, n=500, features="auto", seed=0,
     KID/FID/PRDC on domain-encoder features for the samples and the floor, labelled layout-only.
     """
     started = time.time()
-    feature_name, extract = feature_extractor(features)
+    feature_name, extract = feature_extractor(features)  # loads the network; extracts nothing yet
+    check_set_sizes(len(generated), len(real), None if train is None else len(train), n, baselines, feature_name == "inception")
     requested = n
     generated = subsample(as_images(generated), n, seed)
     real = subsample(as_images(real), n, seed + 1)

@@ -14,6 +14,7 @@ import math
 import numbers
 
 NO_FIX = "fix it or restore the file"
+SEED_MAX = 2**32 - 1  # every seed (noise, split, training) is a numpy.random.RandomState seed: [0, 2**32 - 1]
 
 
 class ConfigError(ValueError):

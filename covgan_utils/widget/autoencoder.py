@@ -37,7 +37,7 @@ SCALE_255 = 127.5**2  # MSE on [-1, 1] -> MSE on the 0-255 scale
 
 
 F = fields.field
-SEED = fields.Int(0, config_lib.MAX_SEED)
+SEED = config_lib.SEED
 
 
 @fields.checked

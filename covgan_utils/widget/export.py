@@ -89,7 +89,7 @@ class ProjectionOptions:
     path_steps: int = fields.field(8, fields.Int(2, 10**4))  # frames on a progression, both ends included
     mode: str = fields.field("linear", fields.Choice(*MODES))
     features: str = fields.field("domain", fields.Text(optional=True))
-    seed: int = fields.field(0, fields.Int(0, config_lib.MAX_SEED))
+    seed: int = fields.field(0, config_lib.SEED)
 
     def check_together(self):
         object.__setattr__(self, "progression", _pairs(self.progression))

@@ -1,14 +1,24 @@
 """Serving an exported widget folder on 127.0.0.1 (`widget serve`), and showing it inside a notebook."""
+import errno
 import functools
 import http.server
 import json
 import os
 import pathlib
+import sys
 import threading
 
 from covgan_utils.widget import schema
 
 # ---------------------------------------------------------------- serving
+
+ABORTED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)  # the client closed its end (a cancelled download)
+
+
+def log(message):
+    """One line `widget: <message>` on stderr."""
+    print(f"widget: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     """Static files of the widget folder and nothing outside it: `..` in any spelling (`/../`, `%2e%2e/`,
@@ -19,6 +29,19 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def handle_one_request(self):
+        """One request; a client that goes away mid-answer, or any other error, is one line on stderr, not a traceback."""
+        self.path = None  # set once a request line is read
+        try:
+            super().handle_one_request()
+        except ABORTED:
+            self.close_connection = True
+            if self.path is not None:  # a client dropping an idle kept-alive connection is routine: no line
+                log(f"client {self.client_address[0]} closed the connection during {self.path}")
+        except Exception as err:  # noqa: BLE001 -- the server keeps serving the page's other requests
+            self.close_connection = True
+            log(f"error answering {self.path or 'a request'} to {self.client_address[0]}: {type(err).__name__}: {err}")
 
     def send_head(self):
         if not self._inside(self.translate_path(self.path)):
@@ -35,6 +58,35 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
             return os.path.commonpath([root, os.path.realpath(path)]) == root
         except ValueError:
             return False
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    """ThreadingHTTPServer whose leftover request errors (outside a handler's request) are one line, not a traceback."""
+
+    def handle_error(self, request, client_address):
+        err = sys.exc_info()[1]
+        if isinstance(err, ABORTED):
+            log(f"client {client_address[0]} closed the connection")
+        else:
+            log(f"error with client {client_address[0]}: {type(err).__name__}: {err}")
+
+
+BIND_HINTS = {errno.EADDRINUSE: "another program holds it", errno.EACCES: "ports below 1024 need administrator rights"}
+
+
+PORT_FIX = "choose another --port, or --port 0 for any free port"
+
+
+def bind(host, port, handler):
+    """A `_Server` on host:port; a port out of range or that cannot be bound is a one-line error naming it and the fix."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port {port!r} is not a whole number in [0, 65535]; {PORT_FIX}")
+    try:
+        return _Server((host, port), handler)
+    except OSError as err:
+        hint = BIND_HINTS.get(err.errno)
+        why = (err.strerror or type(err).__name__) + (f": {hint}" if hint else "")
+        raise OSError(f"cannot serve on {host} port {port} ({why}); {PORT_FIX}") from None
 
 
 MODEL_JSON = "model/model.json"
@@ -93,7 +145,7 @@ def start_server(directory=None, port=0, host="127.0.0.1", check_files=False):
         check_model_json(directory)
         check_points_json(directory)
     handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer((host, port), handler)
+    server = bind(host, port, handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://{host}:{server.server_address[1]}/"
 
