@@ -62,7 +62,7 @@ demo: install install-fid
 	@echo "Executed notebooks are in notebooks/ (strip outputs with 'make strip' before committing)."
 
 # The training path again under JAX (CPU): training, resume, losses, guard and sampling tests.
-JAX_TESTS := tests/test_train.py tests/test_guard.py tests/test_sample.py tests/test_augment.py tests/test_families.py tests/test_inversion.py tests/test_runs.py
+JAX_TESTS := tests/test_precision.py tests/test_train.py tests/test_guard.py tests/test_sample.py tests/test_augment.py tests/test_families.py tests/test_inversion.py tests/test_runs.py
 
 test: install install-fid
 	COVGAN_SMOKE=1 $(PY) -m pytest -q tests

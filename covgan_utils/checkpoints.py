@@ -129,12 +129,13 @@ def load_groups(path, groups, arrays=None, optional=("rng",)):
     return arrays
 
 
-def load_state(path, groups):
-    """Restore a training checkpoint (`GAN.save_checkpoint`'s groups) all or nothing -> its epoch."""
+def load_state(path, groups, optional=("rng",)):
+    """Restore a training checkpoint (`GAN.save_checkpoint`'s groups; those in `optional` may be absent)
+    all or nothing -> its epoch."""
     arrays = read_arrays(path)
     if "epoch" not in arrays or arrays["epoch"].shape != () or arrays["epoch"].dtype.kind not in "iu":
         raise CorruptCheckpointError(path, "no integer 'epoch' array")
-    load_groups(path, groups, arrays)
+    load_groups(path, groups, arrays, optional)
     return int(arrays["epoch"])
 
 

@@ -10,11 +10,12 @@ from covgan_utils.util import fields, files
 
 
 MAX_WIDTH = 8192  # channels of any layer
-MAX_SEED = 2**32 - 1  # numpy.random.RandomState seeds
+SEED = fields.Int(0, fields.SEED_MAX)
 WIDTH = fields.Int(1, MAX_WIDTH)
 LOSSES = ("bce", "non-saturating", "hinge", "wgan-gp")
 UPSAMPLES = ("transpose", "resize", "bilinear")
 METRIC_FEATURES = ("auto", "inception", "domain")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies; mixed_float16 trains with dynamic loss scaling
 # Augmentation ops (implemented in covgan_utils.training.augment); the alias "ada" is ADA's pipeline, in ADA's order.
 AUGMENT_OPS = ("translation", "cutout", "brightness", "contrast", "xflip", "int_translation", "iso_scale", "rotate",
                "aniso_scale", "frac_translation", "gamma")
@@ -49,6 +50,7 @@ class Config:
     d_dropout: float = F(0.3, fields.Float(0.0, 1.0, hi_open=True))
     spectral_norm: bool = F(False, fields.Bool())
     # optimisation
+    precision: str = F("float32", fields.Choice(*PRECISIONS))  # training compute: "mixed_*" keeps variables, optimizer state, EMA and losses float32
     epochs: int = F(100, fields.Int(1, 10**6))
     batch_size: int = F(50, fields.Int(1, 4096))
     lr_g: float = F(2e-4, fields.Float(0.0, 1.0, lo_open=True))
@@ -77,11 +79,11 @@ class Config:
     classes: tuple = F(("CT_COVID",), fields.Items(fields.Choice(*sources.CLASSES), 1, len(sources.CLASSES), unique=True))
     flip: bool = F(True, fields.Bool())
     val_fraction: float = F(dataset.VAL_FRACTION, fields.Float(0.0, 1.0, lo_open=True, hi_open=True))  # the shared patient-level split
-    split_seed: int = F(dataset.SPLIT_SEED, fields.Int(0, MAX_SEED))
+    split_seed: int = F(dataset.SPLIT_SEED, SEED)
     max_images: int = F(0, fields.Int(0, 10**7, off=True))  # 0 = all train-split images
     time_budget_minutes: float = F(0.0, fields.Float(0.0, 1e6, off=True))  # stop after the first epoch that ends past this wall time (0 = none)
     # bookkeeping
-    seed: int = F(0, fields.Int(0, MAX_SEED))
+    seed: int = F(0, SEED)
     sample_every: int = F(10, fields.Int(1, 10**6))
     checkpoint_every: int = F(10, fields.Int(1, 10**6))
     keep_checkpoints: int = F(2, fields.Int(1, 1000))

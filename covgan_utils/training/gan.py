@@ -19,6 +19,8 @@ from covgan_utils.util import backend
 LOSSES = losses.LOSSES
 
 
+# checkpoint groups a state may lack: the RNG (older runs), the loss scales (runs not in mixed_float16)
+OPTIONAL_GROUPS = ("rng", "g_scale", "d_scale")
 EMA_STATS_SEED = 20_000  # noise seeds EMA_STATS_SEED.. re-estimate the EMA generator's BatchNorm statistics
 
 
@@ -34,8 +36,10 @@ class GAN(keras.Model):
         if config.g_steps < 1:
             raise ValueError(f"g_steps must be >= 1, got {config.g_steps}")
         self.config = config
-        self.generator = families.generator_for(config)
-        self.discriminator = families.discriminator_for(config)
+        with backend.dtype_policy(config.precision):  # float32 variables either way; mixed_*: bf16 / f16 compute
+            self.generator = families.generator_for(config)
+            self.discriminator = families.discriminator_for(config)
+        # the EMA generator only samples: float32, so the image of a seed does not depend on the training precision
         self.ema_generator = families.generator_for(config, name="ema_generator") if config.ema_decay > 0 else None
         if self.ema_generator is not None:
             self.ema_generator.set_weights(self.generator.get_weights())
@@ -47,8 +51,8 @@ class GAN(keras.Model):
 
     def compile(self, **kwargs):
         c = self.config
-        self.d_optimizer = keras.optimizers.Adam(c.lr_d, beta_1=c.beta_1, beta_2=c.beta_2, name="d_adam")
-        self.g_optimizer = keras.optimizers.Adam(c.lr_g, beta_1=c.beta_1, beta_2=c.beta_2, name="g_adam")
+        self.d_optimizer = _optimizer(c.lr_d, c, "d_adam")
+        self.g_optimizer = _optimizer(c.lr_g, c, "g_adam")
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.g_optimizer.build(self.generator.trainable_variables)
         super().compile(**kwargs)
@@ -84,13 +88,16 @@ class GAN(keras.Model):
         groups = {
             "g": self.generator.variables,
             "d": self.discriminator.variables,
-            "g_opt": self.g_optimizer.variables,
-            "d_opt": self.d_optimizer.variables,
+            "g_opt": _inner(self.g_optimizer).variables,  # Adam's state whatever the precision: checkpoints do not depend on it
+            "d_opt": _inner(self.d_optimizer).variables,
             "misc": [self.augment_p],
             "rng": [self.seed_generator.state],
         }
         if self.ema_generator is not None:
             groups["ema"] = self.ema_generator.variables
+        for name, optimizer in (("g_scale", self.g_optimizer), ("d_scale", self.d_optimizer)):
+            if optimizer is not _inner(optimizer):  # mixed_float16: the dynamic loss scale and its step counter
+                groups[name] = [optimizer.dynamic_scale, optimizer.step_counter]
         return groups
 
     def save_checkpoint(self, path, epoch):
@@ -102,7 +109,7 @@ class GAN(keras.Model):
 
     def load_checkpoint(self, path):
         """Restore the state written by `save_checkpoint` (under either backend), all or nothing; returns its epoch."""
-        return checkpoints.load_state(path, self.state_groups())
+        return checkpoints.load_state(path, self.state_groups(), optional=OPTIONAL_GROUPS)
 
     # ------------------------------------------------------------ the loop
     def stepper(self):
@@ -150,6 +157,17 @@ class GAN(keras.Model):
                 break
         cbs.on_train_end(logs)
         return logs
+
+
+def _optimizer(learning_rate, config, name):
+    """Adam of the recipe; under mixed_float16 wrapped in Keras's dynamic loss scaling."""
+    adam = keras.optimizers.Adam(learning_rate, beta_1=config.beta_1, beta_2=config.beta_2, name=name)
+    return keras.optimizers.LossScaleOptimizer(adam, name=f"{name}_scaled") if config.precision == "mixed_float16" else adam
+
+
+def _inner(optimizer):
+    """The Adam inside a loss-scaling optimizer (or the optimizer itself)."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 def seed_everything(seed):

@@ -52,8 +52,9 @@ def gradient_penalty(input_grad, real, fake, eps):
 
 
 def logit_of(output):
-    """The real/fake logit [N, 1] of a discriminator's output (fastgan's is [logit, reconstructions...])."""
-    return output[0] if isinstance(output, (list, tuple)) else output
+    """The real/fake logit [N, 1] of a discriminator's output (fastgan's is [logit, reconstructions...]),
+    as float32: under a mixed precision policy losses and penalties are computed in float32."""
+    return ops.cast(output[0] if isinstance(output, (list, tuple)) else output, "float32")
 
 
 def d_objective(config, policy, d_call, input_grad, real, fake, rand, p, r1_due):
@@ -71,7 +72,7 @@ def d_objective(config, policy, d_call, input_grad, real, fake, rand, p, r1_due)
     d_loss = discriminator_loss(config.loss, d_real, d_fake, config.label_smoothing)
     total = d_loss
     if isinstance(out_real, (list, tuple)) and config.recon_weight > 0:
-        total = total + config.recon_weight * fastgan.reconstruction_loss(real_aug, *out_real[1:])
+        total = total + config.recon_weight * fastgan.reconstruction_loss(real_aug, *[ops.cast(r, "float32") for r in out_real[1:]])
     if config.loss == "wgan-gp":
         total = total + config.gp_weight * gradient_penalty(input_grad, real_aug, fake_aug, rand["gp_eps"])
     if config.r1_gamma > 0 and r1_due:

@@ -47,6 +47,17 @@ def split_batch(batch):
 
 
 
+def scaled(optimizer, loss):
+    """The loss a gradient is taken of: multiplied by the dynamic loss scale under mixed_float16 (the
+    `LossScaleOptimizer` divides the gradients by it again and skips steps whose gradients are not finite)."""
+    return optimizer.scale_loss(loss) if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else loss
+
+
+def generated(G, z, labels):
+    """Generator output [N, 128, 128, 1] as float32 (its compute dtype under a mixed policy is bf16 / f16)."""
+    return ops.cast(G(backend.with_label(z, labels), training=True), "float32")
+
+
 def make_step(gan):
     """The step object for the running Keras backend."""
     backend = keras.backend.backend()
@@ -91,16 +102,18 @@ class TFStep:
             return tape.gradient(score, images)
 
         with tf.GradientTape() as tape:
-            fake = G(backend.with_label(rand["z_d"], labels), training=True)  # [N, 128, 128, 1]; fakes take the real batch's classes
+            fake = generated(G, rand["z_d"], labels)  # [N, 128, 128, 1]; fakes take the real batch's classes
             total, (d_loss, d_real, d_fake) = losses.d_objective(c, gan.policy, d_call, input_grad, real, fake, rand, gan.augment_p, r1_due)
+            total = scaled(gan.d_optimizer, total)
         grads = tape.gradient(total, D.trainable_variables)
         gan.d_optimizer.apply_gradients(zip(grads, D.trainable_variables))
         g_loss = ops.zeros(())
         for k in range(c.g_steps):
             with tf.GradientTape() as tape:
-                fake = G(backend.with_label(rand["z_g"][k], labels), training=True)  # [N, 128, 128, 1]
+                fake = generated(G, rand["z_g"][k], labels)  # [N, 128, 128, 1]
                 g_loss = losses.g_objective(c, gan.policy, d_call, fake, rand["aug_g"][k], gan.augment_p)
-            grads = tape.gradient(g_loss, G.trainable_variables)
+                g_scaled = scaled(gan.g_optimizer, g_loss)
+            grads = tape.gradient(g_scaled, G.trainable_variables)
             gan.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
         if gan.ema_generator is not None:
             ema = gan.ema_generator
@@ -147,6 +160,11 @@ class JaxStep:
         self.state, logs = self.compiled[r1_due](self.state, batch)
         return logs
 
+    def _scaled(self, optimizer, optimizer_state, loss):
+        """`scaled` with the loss scale read from this step's optimizer state (not the variable's value at trace time)."""
+        with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_state))):
+            return scaled(optimizer, loss)
+
     def _d_caller(self, d_tv, d_ntv, labels):
         """(d_call, input_grad, holder) for discriminator weights d_tv; holder[0] tracks the updated d_ntv."""
         D, holder = self.gan.discriminator, [d_ntv]
@@ -173,11 +191,12 @@ class JaxStep:
             rand = draw(gan, n)
             seed_state = scope.get_current_value(gan.seed_generator.state)
         fake, s["g_ntv"] = G.stateless_call(s["g_tv"], s["g_ntv"], backend.with_label(rand["z_d"], labels), training=True)  # [N, 128, 128, 1]
+        fake = ops.cast(fake, "float32")  # compute dtype under a mixed policy: bf16 / f16
 
         def d_total(d_tv, d_ntv):
             d_call, input_grad, holder = self._d_caller(d_tv, d_ntv, labels)
             total, aux = losses.d_objective(c, gan.policy, d_call, input_grad, real, fake, rand, p, r1_due)
-            return total, (aux, holder[0])
+            return self._scaled(gan.d_optimizer, s["d_opt"], total), (aux, holder[0])
 
         (_, ((d_loss, d_real, d_fake), s["d_ntv"])), grads = jax.value_and_grad(d_total, has_aux=True)(s["d_tv"], s["d_ntv"])
         s["d_tv"], s["d_opt"] = gan.d_optimizer.stateless_apply(s["d_opt"], grads, s["d_tv"])
@@ -186,9 +205,10 @@ class JaxStep:
             def g_total(g_tv, g_ntv, d_ntv, k=k):
                 images, g_ntv = G.stateless_call(g_tv, g_ntv, backend.with_label(rand["z_g"][k], labels), training=True)
                 d_call, _, holder = self._d_caller(s["d_tv"], d_ntv, labels)
-                return losses.g_objective(c, gan.policy, d_call, images, rand["aug_g"][k], p), (g_ntv, holder[0])
+                loss = losses.g_objective(c, gan.policy, d_call, ops.cast(images, "float32"), rand["aug_g"][k], p)
+                return self._scaled(gan.g_optimizer, s["g_opt"], loss), (g_ntv, holder[0], loss)
 
-            (g_loss, (s["g_ntv"], s["d_ntv"])), grads = jax.value_and_grad(g_total, has_aux=True)(s["g_tv"], s["g_ntv"], s["d_ntv"])
+            (_, (s["g_ntv"], s["d_ntv"], g_loss)), grads = jax.value_and_grad(g_total, has_aux=True)(s["g_tv"], s["g_ntv"], s["d_ntv"])
             s["g_tv"], s["g_opt"] = gan.g_optimizer.stateless_apply(s["g_opt"], grads, s["g_tv"])
         if gan.ema_generator is not None:
             s["ema_tv"] = losses.ema(c.ema_decay, s["ema_tv"], s["g_tv"])

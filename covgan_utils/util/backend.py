@@ -3,9 +3,23 @@
 `value_and_grad(fn)` and `jit_numpy(fn)` take a function written in `keras.ops` and compile it once for
 the running Keras backend (`jax.jit` or `tf.function`), taking and returning NumPy.
 """
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Layers built inside take the Keras dtype policy `name` ("float32", "mixed_bfloat16", "mixed_float16");
+    the global policy is restored after."""
+    saved = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(saved)
 
 
 def with_label(x, labels):
