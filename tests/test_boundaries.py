@@ -3,6 +3,7 @@ in-process: an output never replaces an input, a failed start leaves no run fold
 line is repaired on resume, sample folders say which model wrote them."""
 import errno
 import json
+import shutil
 import warnings
 
 import numpy as np
@@ -161,9 +162,7 @@ def test_a_damaged_log_line_before_the_last_names_the_file(run, blob_images):
 def test_weights_that_are_not_numbers_are_refused_before_sampling(where, run, tmp_path, capsys):
     folder = tmp_path / where
     if where == "checkpoint":
-        folder.mkdir()
-        for p in run.iterdir():
-            (folder / p.name).write_bytes(p.read_bytes())
+        shutil.copytree(run, folder)
         file = sorted(folder.glob("checkpoint-*.npz"))[-1]
     else:
         runs.export_release(run, folder)
@@ -192,11 +191,11 @@ def test_export_cache_never_writes_over_the_cache_it_reads(tmp_path, capsys):
 
 
 def test_a_release_into_its_own_run_folder_is_refused(run, tmp_path, capsys):
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     for out in (run, run / "release"):
         assert cli.main(["release", "--run", str(run), "--out", str(out)]) == 2
         _one_line_error(capsys, "inside the run folder", "would turn the run into a release")
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before and not runs.is_release(run)
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before and not runs.is_release(run)
 
 
 def test_a_symbolic_link_into_the_data_folder_is_the_data_folder(tmp_path, monkeypatch, capsys):
@@ -208,3 +207,19 @@ def test_a_symbolic_link_into_the_data_folder_is_the_data_folder(tmp_path, monke
     assert cli.main(["sample", "--n", "1", "--out", str(tmp_path / "link" / "more")]) == 2
     _one_line_error(capsys, "inside the data folder")
     assert sorted(p.name for p in (data / "CT_COVID").iterdir()) == ["a.png"]
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["ablation", "report", "--root", "{T}/missing"], "--root {T}/missing does not exist"),
+    (["ablation", "report", "--root", "{T}/empty"], "no finished ablation runs under {T}/empty"),
+    (["ablation", "evaluate", "--root", "{T}/empty"], "no finished ablation runs under {T}/empty"),
+    (["metrics", "export-real", "{T}/real", "--data", "{T}/one-patient"], "holds 8 train and 0 validation COVID scans"),
+])
+def test_empty_results_are_errors_not_success(argv, text, tmp_path, capsys):
+    from widget_fixtures import make_scans
+
+    (tmp_path / "empty").mkdir()
+    make_scans(tmp_path / "one-patient", n_patients=1)
+    assert cli.main([a.replace("{T}", str(tmp_path)) for a in argv]) == 2
+    _one_line_error(capsys, text.replace("{T}", str(tmp_path)))
+    assert not (tmp_path / "real").exists()  # no empty output folder left behind

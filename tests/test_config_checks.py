@@ -3,6 +3,7 @@ a value outside it is refused the same way in code and presets, after `--set`, a
 and on resume: one line naming the field, its value, the allowed range and the file, before any work."""
 import dataclasses
 import json
+import shutil
 import pathlib
 
 import pytest
@@ -149,24 +150,20 @@ def test_in_config_json_on_load(pair, allowed, tmp_path):
 @pytest.mark.parametrize("pair", ["batch_size=0", "lr_g=nan", "ema_decay=5"])
 def test_in_config_json_on_resume_and_the_run_is_kept(pair, trained, tmp_path, capsys):
     run = tmp_path / "run"
-    run.mkdir()
-    for p in trained.iterdir():
-        (run / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(trained, run)
     key, _, text = pair.partition("=")
     blob = json.loads((run / "config.json").read_text())
     blob[key] = float(text) if key != "batch_size" else int(text)
     (run / "config.json").write_text(json.dumps(blob))
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert cli.main(["train", "--run-dir", str(run), "--resume", "--epochs", "2"]) == 2
     _one_line_error(capsys, str(run / "config.json"), f"field {key!r}")
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_a_huge_latent_dim_in_config_json_is_refused_before_sampling(trained, tmp_path, capsys):
     run = tmp_path / "run"
-    run.mkdir()
-    for p in trained.iterdir():
-        (run / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(trained, run)
     blob = json.loads((run / "config.json").read_text())
     blob["latent_dim"] = 10**9
     (run / "config.json").write_text(json.dumps(blob))

@@ -633,3 +633,18 @@ def test_no_stale_module_names():
     stale = re.compile(old + r"|covgan_utils\.inversion\b(?!\.| import)")  # and the old inversion module, not the subpackage
     hits = [(name, m) for name in DOCUMENTS for m in stale.findall(_text(name))]
     assert hits == [], hits
+
+
+def test_readme_reliability_counts_are_the_collected_tests(request):
+    """The "Checked at the boundary" table's counts equal the tests this session collected from each file
+    (skipped when the session did not collect that file: a run of a few test files)."""
+    readme = _text("README.md")
+    rows = re.findall(r"^  \| [^|]+ \| [^|]+ \| (\d+) \| `(tests/test_\w+\.py)` \|$", readme, flags=re.M)
+    assert len(rows) == 5, rows
+    collected = {}
+    for item in request.session.items:
+        collected[item.nodeid.split("::")[0]] = collected.get(item.nodeid.split("::")[0], 0) + 1
+    missing = [file for _, file in rows if file not in collected]
+    if missing:
+        pytest.skip(f"this session did not collect {', '.join(missing)}")
+    assert {file: int(count) for count, file in rows} == {file: collected[file] for _, file in rows}

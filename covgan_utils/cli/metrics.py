@@ -73,7 +73,7 @@ def cmd_evaluate(args):
 def cmd_export_real(args):
     from covgan_utils.metrics import report
 
-    out = output(args.out, "dir", data=args.data)
+    out = output(args.out, "dir", data=args.data, create=False)  # created by export_real once both sides hold scans
     train, val = report.real_split(args.data)
     if not len(train) or not len(val):
         raise ValueError(f"the patient split of the data holds {len(train)} train and {len(val)} validation COVID scans; "
