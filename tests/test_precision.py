@@ -3,7 +3,9 @@ scaling). Variables, optimizer state, EMA weights and losses stay float32; check
 whatever the precision (the loss scale is an optional extra group), so a run resumes in another precision;
 loaded generators sample in float32."""
 import json
+import warnings
 
+import keras
 import numpy as np
 import pytest
 from conftest import make_blobs
@@ -11,6 +13,7 @@ from conftest import make_blobs
 from covgan_utils import config, runs
 from covgan_utils.training import loop
 from covgan_utils.training.gan import GAN
+from covgan_utils.util import hardware
 
 MIXED = ("mixed_bfloat16", "mixed_float16")
 
@@ -70,3 +73,14 @@ def test_precision_is_a_checked_field():
     assert config.Config().precision == "float32" and all(p.precision == "float32" for p in config.PRESETS.values())
     with pytest.raises(ValueError, match=r"field 'precision' must be one of float32, mixed_bfloat16, mixed_float16"):
         config.get_preset("smoke", precision="float16")
+
+
+def test_training_under_jax_on_a_cpu_warns_once(monkeypatch):
+    monkeypatch.setattr(hardware, "_warned", [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hardware.warn_if_slow_backend()
+        hardware.warn_if_slow_backend()
+    slow = [w for w in caught if issubclass(w.category, hardware.SlowBackendWarning)]
+    assert len(slow) == (1 if keras.backend.backend() == "jax" and not hardware.gpus_seen() else 0)
+    assert all("KERAS_BACKEND=tensorflow" in str(w.message) for w in slow)

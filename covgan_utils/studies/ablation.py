@@ -9,6 +9,7 @@ patient-level validation split with `covgan_utils.metrics`; `report` writes the 
 """
 import json
 import pathlib
+import shutil
 import re
 import time
 
@@ -128,8 +129,7 @@ def run(rows, seeds, minutes, root=None, arch="paper", data_dir=None, images=Non
             if (run_dir / "done.json").is_file():
                 continue
             if run_dir.exists():  # an interrupted cell starts again: its budget must be one piece
-                for f in run_dir.iterdir():
-                    f.unlink()
+                shutil.rmtree(run_dir)
             cfg = row_config(row, seed, minutes, arch)
             start = time.time()
             loop.train(cfg, run_dir, data_dir=data_dir, images=images, verbose=False)

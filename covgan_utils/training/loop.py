@@ -27,7 +27,8 @@ from covgan_utils.training.callbacks import (
     TimeBudget,
 )
 from covgan_utils.training.gan import GAN, seed_everything
-from covgan_utils.util import files
+from covgan_utils.training.tensorboard import TensorBoardLogger
+from covgan_utils.util import files, hardware
 
 
 class RepairedLogWarning(UserWarning):
@@ -83,6 +84,7 @@ def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), image
     that fails before its first checkpoint removes the run folder it created.
     """
     created = not resume and (run_dir is None or not pathlib.Path(run_dir).exists())
+    hardware.warn_if_slow_backend()
     run_dir = _prepare_run_dir(config, run_dir, resume)
     try:
         return _run(config, run_dir, data_dir, resume, callbacks, images, verbose, labels)
@@ -174,9 +176,10 @@ def _prepare_run_dir(config, run_dir, resume):
 
 
 def _callbacks(config, run_dir, gan, images, val_images, steps, initial_epoch, verbose):
-    out = [RunLogger(run_dir, steps * config.batch_size)]
+    board = TensorBoardLogger(run_dir, steps)
+    out = [board.clock, RunLogger(run_dir, steps * config.batch_size)]  # the clock first: it times the steps only
     if config.ema_decay > 0:
-        out.insert(0, EMABatchNorm())
+        out.insert(1, EMABatchNorm())
     if config.time_budget_minutes:
         out.append(TimeBudget(config.time_budget_minutes))
     if config.guard:
@@ -185,6 +188,7 @@ def _callbacks(config, run_dir, gan, images, val_images, steps, initial_epoch, v
         out.append(callbacks_lib.MetricsCallback(run_dir, val_images, images, every=config.metrics_every, features=config.metrics_features))
     out += [
         SampleGrid(run_dir, range(config.grid_seeds), config.sample_every, config.epochs),
+        board,  # after SampleGrid: logs the grid of the epoch
         Checkpointer(run_dir, config.checkpoint_every, config.keep_checkpoints, config.epochs),
     ]
     if verbose:

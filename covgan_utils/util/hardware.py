@@ -3,6 +3,7 @@ backend computes on (JAX or TensorFlow), as one line (`hardware`) or as the fiel
 import os
 import pathlib
 import platform
+import warnings
 
 import keras
 
@@ -63,3 +64,20 @@ def device_info():
         info.update(tensorflow_version=tf.__version__, platform="gpu" if gpus else "cpu", devices=[f"gpu:{i} {name}" for i, name in gpus] or ["cpu"])
     info["host"] = {"machine": platform.machine(), "cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version()}
     return info
+
+
+class SlowBackendWarning(UserWarning):
+    """Training under a Keras backend that is much slower on this machine than the other one."""
+
+
+_warned = []
+
+
+def warn_if_slow_backend():
+    """Warn once per process when training under JAX without a GPU: XLA's CPU convolutions make it several
+    times slower than TensorFlow on the same cores (tools/bench_step.py under each backend shows it)."""
+    if keras.backend.backend() != "jax" or gpus_seen() or _warned:
+        return
+    _warned.append(True)
+    warnings.warn("training under KERAS_BACKEND=jax on a CPU, several times slower than TensorFlow here (XLA's CPU "
+                  "convolutions); set KERAS_BACKEND=tensorflow for CPU training", SlowBackendWarning, stacklevel=3)
