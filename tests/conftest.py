@@ -44,6 +44,15 @@ def assert_same_state(a, b, what):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-4, err_msg=what)
 
 
+def one_line_error(capsys, *texts):
+    """What a command printed to stderr: exactly one `error: ...` line, no traceback, holding every text -> the line."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    for text in texts:
+        assert text in err, err
+    return err
+
+
 @pytest.fixture
 def blob_images():
     """40 smooth synthetic 'scans' [40, 128, 128, 1] in [-1, 1]."""

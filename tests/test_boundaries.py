@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 from PIL import Image
 
 from covgan_utils import cli, config, runs
@@ -26,12 +27,6 @@ def run(tmp_path_factory, blob_images):
     return loop.train(config.get_preset("smoke", epochs=1), folder, images=blob_images, verbose=False)
 
 
-def _one_line_error(capsys, *texts):
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for text in texts:
-        assert text in err, err
-    return err
 
 
 @pytest.mark.parametrize("verb", ["edit", "progress"])
@@ -41,7 +36,7 @@ def test_an_output_that_is_an_input_is_refused_and_the_scan_kept(verb, tmp_path,
     argv = {"edit": ["edit", "--image", str(scan), "--out", str(scan)],
             "progress": ["progress", "--from", str(scan), "--to", str(other), "--out", str(scan)]}[verb]
     assert cli.main(argv) == 2
-    _one_line_error(capsys, str(scan), "is also an input")
+    one_line_error(capsys, str(scan), "is also an input")
     assert scan.read_bytes() == before
 
 
@@ -49,7 +44,7 @@ def test_project_never_writes_a_reconstruction_over_a_scan(tmp_path, capsys):
     scan = _scan(tmp_path / "v.png")
     before = scan.read_bytes()
     assert cli.main(["project", "--image", str(scan), "--out", str(tmp_path)]) == 2
-    _one_line_error(capsys, "is also an input")
+    one_line_error(capsys, "is also an input")
     assert scan.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["v.png"]
 
 
@@ -59,7 +54,7 @@ def test_an_output_inside_the_data_folder_is_refused(tmp_path, monkeypatch, caps
     _scan(data / "CT_COVID" / "a.png")
     monkeypatch.setenv("COVGAN_DATA", str(data))  # where the data search order finds the scans
     assert cli.main(["sample", "--n", "1", "--out", str(data / "CT_COVID" / "more")]) == 2
-    _one_line_error(capsys, "inside the data folder")
+    one_line_error(capsys, "inside the data folder")
     assert not (data / "CT_COVID" / "more").exists()
 
 
@@ -77,7 +72,7 @@ def test_output_paths_are_checked_before_work(case, tmp_path, capsys):
         (tmp_path / "a-folder.png").mkdir()
         argv[-1] = str(tmp_path / "a-folder.png")
     assert cli.main(argv) == 2
-    _one_line_error(capsys, {"file-as-folder": "is a file", "folder-as-file": "is a folder", "parent-is-file": "is a file, not a folder",
+    one_line_error(capsys, {"file-as-folder": "is a file", "folder-as-file": "is a folder", "parent-is-file": "is a file, not a folder",
                              "name-too-long": "longer than 255 bytes"}[case])
     assert (tmp_path / "a-file").read_text() == "x"
 
@@ -89,7 +84,7 @@ def test_a_folder_of_another_models_samples_is_refused_unless_overwrite(run, tmp
     capsys.readouterr()
     first = (out / "seed0.png").read_bytes()
     assert cli.main(["sample", "--n", "2", "--out", str(out)]) == 2  # the release is another model
-    _one_line_error(capsys, "holds samples of another model", "--overwrite")
+    one_line_error(capsys, "holds samples of another model", "--overwrite")
     assert (out / "seed0.png").read_bytes() == first
     assert cli.main(["sample", "--n", "2", "--out", str(out), "--overwrite"]) == 0
     assert json.loads((out / ".covgan-samples.json").read_text())["model"] == "release"
@@ -98,7 +93,7 @@ def test_a_folder_of_another_models_samples_is_refused_unless_overwrite(run, tmp
 def test_images_of_unknown_origin_are_not_mixed_with_samples(tmp_path, capsys):
     _scan(tmp_path / "seed0.png")
     assert cli.main(["sample", "--n", "1", "--out", str(tmp_path)]) == 2
-    _one_line_error(capsys, "unknown model")
+    one_line_error(capsys, "unknown model")
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.ENAMETOOLONG, errno.EADDRINUSE])
@@ -108,7 +103,7 @@ def test_operating_system_errors_are_one_line(code, monkeypatch, tmp_path, capsy
 
     monkeypatch.setattr(outputs, "check_output", fail)
     assert cli.main(["interpolate", "--seed-a", "0", "--seed-b", "1", "--out", str(tmp_path / "x.png")]) == 2
-    err = _one_line_error(capsys, "x.png")
+    err = one_line_error(capsys, "x.png")
     assert outputs.OS_HINTS[code] in err
 
 
@@ -124,7 +119,7 @@ def test_numbers_that_are_not_numbers_are_refused(value, tmp_path, capsys):
 def test_an_unsupported_backend_is_named(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     assert cli.main(["sample", "--n", "1", "--out", str(tmp_path / "s")]) == 2
-    _one_line_error(capsys, "KERAS_BACKEND=torch is not supported", "tensorflow or jax")
+    one_line_error(capsys, "KERAS_BACKEND=torch is not supported", "tensorflow or jax")
     assert not (tmp_path / "s").exists()
 
 
@@ -174,7 +169,7 @@ def test_weights_that_are_not_numbers_are_refused_before_sampling(where, run, tm
     np.savez(file, **arrays)
     before = file.read_bytes()
     assert cli.main(["sample", "--run", str(folder), "--n", "2", "--out", str(tmp_path / "s")]) == 2
-    _one_line_error(capsys, "cannot be loaded" if where == "checkpoint" else "holds NaN or infinite values")
+    one_line_error(capsys, "cannot be loaded" if where == "checkpoint" else "holds NaN or infinite values")
     assert not (tmp_path / "s").exists() and file.read_bytes() == before
 
 
@@ -186,7 +181,7 @@ def test_export_cache_never_writes_over_the_cache_it_reads(tmp_path, capsys):
     capsys.readouterr()
     before = cache.read_bytes()
     assert cli.main(["data", "export-cache", str(cache), "--data", str(cache)]) == 2
-    _one_line_error(capsys, str(cache), "is the data cache the scans are read from")
+    one_line_error(capsys, str(cache), "is the data cache the scans are read from")
     assert cache.read_bytes() == before
 
 
@@ -194,7 +189,7 @@ def test_a_release_into_its_own_run_folder_is_refused(run, tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     for out in (run, run / "release"):
         assert cli.main(["release", "--run", str(run), "--out", str(out)]) == 2
-        _one_line_error(capsys, "inside the run folder", "would turn the run into a release")
+        one_line_error(capsys, "inside the run folder", "would turn the run into a release")
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before and not runs.is_release(run)
 
 
@@ -205,7 +200,7 @@ def test_a_symbolic_link_into_the_data_folder_is_the_data_folder(tmp_path, monke
     (tmp_path / "link").symlink_to(data / "CT_COVID")
     monkeypatch.setenv("COVGAN_DATA", str(data))
     assert cli.main(["sample", "--n", "1", "--out", str(tmp_path / "link" / "more")]) == 2
-    _one_line_error(capsys, "inside the data folder")
+    one_line_error(capsys, "inside the data folder")
     assert sorted(p.name for p in (data / "CT_COVID").iterdir()) == ["a.png"]
 
 
@@ -221,5 +216,5 @@ def test_empty_results_are_errors_not_success(argv, text, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     make_scans(tmp_path / "one-patient", n_patients=1)
     assert cli.main([a.replace("{T}", str(tmp_path)) for a in argv]) == 2
-    _one_line_error(capsys, text.replace("{T}", str(tmp_path)))
+    one_line_error(capsys, text.replace("{T}", str(tmp_path)))
     assert not (tmp_path / "real").exists()  # no empty output folder left behind

@@ -12,6 +12,7 @@ import types
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 from PIL import Image
 
 from covgan_utils import cli, runs, sampling
@@ -32,12 +33,6 @@ def _scans(folder, n, seed=0):
     return folder
 
 
-def _one_line_error(capsys, *texts):
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for text in texts:
-        assert text in err, err
-    return err
 
 
 def _argparse_exit(capsys, argv):
@@ -70,7 +65,7 @@ def test_evaluate_run_with_five_real_scans_stops_before_sampling(tmp_path, no_ge
     real = _scans(tmp_path / "real", 5)
     argv = ["evaluate", "--run", "any", "--real", str(real), "--out", str(tmp_path / "e.json"), "--n", "20", "--features", "domain"]
     assert cli.main(argv) == 2
-    _one_line_error(capsys, "the real set has 5 images", "prdc needs at least 6", "k=5 nearest neighbours + 1", "--real folder with more scans")
+    one_line_error(capsys, "the real set has 5 images", "prdc needs at least 6", "k=5 nearest neighbours + 1", "--real folder with more scans")
     assert no_generator == [] and not (tmp_path / "e.json").exists()
 
 
@@ -81,7 +76,7 @@ def test_evaluate_run_with_five_real_scans_stops_before_sampling(tmp_path, no_ge
 def test_evaluate_run_refuses_sets_cut_too_small(extra, texts, tmp_path, no_generator, capsys):
     real = _scans(tmp_path / "real", 30)
     assert cli.main(["evaluate", "--run", "any", "--real", str(real), "--out", str(tmp_path / "e.json"), "--features", "domain", *extra]) == 2
-    _one_line_error(capsys, *texts)
+    one_line_error(capsys, *texts)
     assert no_generator == []
 
 
@@ -89,9 +84,9 @@ def test_evaluate_small_train_and_generated_folders(tmp_path, capsys):
     real, gen, train = _scans(tmp_path / "real", 12), _scans(tmp_path / "gen", 4, 1), _scans(tmp_path / "train", 3, 2)
     base = ["evaluate", "--real", str(real), "--out", str(tmp_path / "e.json"), "--features", "domain"]
     assert cli.main([*base, "--generated", str(gen)]) == 2
-    _one_line_error(capsys, "the generated set has 4 images", "prdc needs at least 6", "--generated folder")
+    one_line_error(capsys, "the generated set has 4 images", "prdc needs at least 6", "--generated folder")
     assert cli.main([*base, "--generated", str(real), "--train", str(train)]) == 2
-    _one_line_error(capsys, "the train set has 3 images", "--train folder with more scans")
+    one_line_error(capsys, "the train set has 3 images", "--train folder with more scans")
 
 
 def test_evaluate_images_checks_before_any_feature(monkeypatch):
@@ -141,7 +136,7 @@ def test_serve_on_a_busy_port_is_one_line(widget_dir, capsys):
         busy.listen()
         port = busy.getsockname()[1]
         assert cli.main(["widget", "serve", "--port", str(port), "--dir", str(widget_dir)]) == 2
-    _one_line_error(capsys, f"port {port}", "Address already in use", "choose another --port, or --port 0 for any free port")
+    one_line_error(capsys, f"port {port}", "Address already in use", "choose another --port, or --port 0 for any free port")
 
 
 def test_serve_on_port_zero_takes_a_free_port(widget_dir, capsys):
@@ -227,14 +222,14 @@ def test_a_seed_past_the_range_is_refused_by_argparse(argv, capsys):
 def test_seeds_running_past_the_range_with_n_name_seed_and_n(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(runs, "load_generator", lambda *a, **k: pytest.fail("the generator was loaded"))
     assert cli.main(["sample", "--seed", "4294967290", "--n", "16", "--out", str(tmp_path / "out")]) == 2
-    _one_line_error(capsys, "--seed 4294967290 with --n 16 reaches seed 4294967305", "[0, 4294967295]", "choose --seed 4294967280 or less, or a smaller --n")
+    one_line_error(capsys, "--seed 4294967290 with --n 16 reaches seed 4294967305", "[0, 4294967295]", "choose --seed 4294967280 or less, or a smaller --n")
     assert not (tmp_path / "out").exists()
 
 
 def test_evaluate_checks_the_seed_range_before_reading(tmp_path, no_generator, capsys):
     real = _scans(tmp_path / "real", 30)
     assert cli.main(["evaluate", "--run", "any", "--real", str(real), "--out", str(tmp_path / "e.json"), "--seed", "4294967295", "--n", "2"]) == 2
-    _one_line_error(capsys, "--seed 4294967295 with --n 2 reaches seed 4294967296")
+    one_line_error(capsys, "--seed 4294967295 with --n 2 reaches seed 4294967296")
     assert no_generator == []
 
 

@@ -7,6 +7,7 @@ import shutil
 import pathlib
 
 import pytest
+from conftest import one_line_error
 
 from covgan_utils import cli, config
 from covgan_utils.metrics import domain_encoder
@@ -63,13 +64,6 @@ def _value(pair):
     return type(default)(float(text)) if isinstance(default, (int, float)) and not isinstance(default, bool) else text
 
 
-def _one_line_error(capsys, *texts):
-    full = capsys.readouterr().err
-    line = (full.strip().splitlines() or [""])[-1]  # after any progress bar
-    assert line.startswith("error: ") and "Traceback" not in full, full
-    for text in texts:
-        assert text in line, line
-    return line
 
 
 @pytest.fixture
@@ -130,7 +124,7 @@ def test_in_code_and_presets(pair, allowed):
 @pytest.mark.parametrize("pair, allowed", BAD, ids=IDS)
 def test_after_set_on_the_command_line_before_any_work(pair, allowed, models, capsys):
     assert cli.main(["train", "--preset", "smoke", "--set", pair]) == 2
-    _one_line_error(capsys, f"--set {pair}", allowed)
+    one_line_error(capsys, f"--set {pair}", allowed)
     assert not models.exists() or not any(p.is_dir() for p in models.iterdir())  # no run folder left behind
 
 
@@ -157,7 +151,7 @@ def test_in_config_json_on_resume_and_the_run_is_kept(pair, trained, tmp_path, c
     (run / "config.json").write_text(json.dumps(blob))
     before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert cli.main(["train", "--run-dir", str(run), "--resume", "--epochs", "2"]) == 2
-    _one_line_error(capsys, str(run / "config.json"), f"field {key!r}")
+    one_line_error(capsys, str(run / "config.json"), f"field {key!r}")
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
@@ -168,7 +162,7 @@ def test_a_huge_latent_dim_in_config_json_is_refused_before_sampling(trained, tm
     blob["latent_dim"] = 10**9
     (run / "config.json").write_text(json.dumps(blob))
     assert cli.main(["sample", "--run", str(run), "--n", "1", "--out", str(tmp_path / "s")]) == 2
-    _one_line_error(capsys, str(run / "config.json"), "'latent_dim'", "1000000000", "[1, 4096]")
+    one_line_error(capsys, str(run / "config.json"), "'latent_dim'", "1000000000", "[1, 4096]")
     assert not (tmp_path / "s").exists()
 
 
@@ -176,7 +170,7 @@ def test_widths_must_fit_the_family_in_every_way_in(tmp_path, capsys, models):
     with pytest.raises(ValueError, match=r"field 'g_widths' has 5 widths, arch 'style' needs 6"):
         config.get_preset("smoke", arch="style")
     assert cli.main(["train", "--preset", "smoke", "--set", "arch=fastgan"]) == 2
-    _one_line_error(capsys, "--set arch=fastgan", "'g_widths' has 5 widths, arch 'fastgan' needs 6")
+    one_line_error(capsys, "--set arch=fastgan", "'g_widths' has 5 widths, arch 'fastgan' needs 6")
     blob = {**json.loads(config.get_preset("smoke").to_json()), "arch": "style"}
     (tmp_path / "config.json").write_text(json.dumps(blob))
     with pytest.raises(ValueError, match=r"config.json: config: field 'g_widths' has 5 widths"):
