@@ -15,7 +15,9 @@ WIDTH = fields.Int(1, MAX_WIDTH)
 LOSSES = ("bce", "non-saturating", "hinge", "wgan-gp")
 UPSAMPLES = ("transpose", "resize", "bilinear")
 METRIC_FEATURES = ("auto", "inception", "domain")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies; mixed_float16 trains with dynamic loss scaling
+# Keras dtype policies (mixed_float16 trains with dynamic loss scaling), or "auto": the fast one of the machine
+# (covgan_utils.util.hardware.fast_precision), resolved when training starts and recorded in config.json.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 # Augmentation ops (implemented in covgan_utils.training.augment); the alias "ada" is ADA's pipeline, in ADA's order.
 AUGMENT_OPS = ("translation", "cutout", "brightness", "contrast", "xflip", "int_translation", "iso_scale", "rotate",
                "aniso_scale", "frac_translation", "gamma")

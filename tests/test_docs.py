@@ -648,3 +648,21 @@ def test_readme_reliability_counts_are_the_collected_tests(request):
     if missing:
         pytest.skip(f"this session did not collect {', '.join(missing)}")
     assert {file: int(count) for count, file in rows} == {file: collected[file] for _, file in rows}
+
+
+def test_results_mixed_precision_table_is_the_check_report():
+    name, report = "docs/RESULTS.md", _report("precision-check.json")
+    table = table_with(name, "precision (Inception KID, n = 200)", "epoch 40, mean")
+    for precision in ("float32", "mixed_bfloat16"):
+        cells = row(table, f"`{precision}`", name)
+        curves = {r["seed"]: dict(r["kid"]) for r in report["rows"] if r["precision"] == precision}
+        for epoch in (10, 20, 30):
+            assert_cell(cells[f"epoch {epoch}"], [curves[0][epoch], curves[1][epoch]], f"{name} {precision} epoch {epoch}")
+        assert_cell(cells["epoch 40, seed 0"], [curves[0][40]], name)
+        assert_cell(cells["epoch 40, seed 1"], [curves[1][40]], name)
+        summary = report["summary"][precision]
+        assert_cell(cells["epoch 40, mean"], [summary["mean"]], name)
+        assert_cell(cells["epoch 40, range"], [summary["min"], summary["max"]], name)
+    assert_cell(row(table, "real train vs val (floor", name)["epoch 40, mean"], kid(INCEPTION_FLOOR["floor"], std=False), name)
+    assert report["summary"]["mixed_bfloat16"]["mean"] > report["summary"]["float32"]["max"]  # the default follows the check
+    assert config.Config().precision == "float32" and all(p.precision == "float32" for p in config.PRESETS.values())

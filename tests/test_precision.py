@@ -71,7 +71,7 @@ def test_a_run_resumes_in_another_precision_and_samples_in_float32(tmp_path):
 
 def test_precision_is_a_checked_field():
     assert config.Config().precision == "float32" and all(p.precision == "float32" for p in config.PRESETS.values())
-    with pytest.raises(ValueError, match=r"field 'precision' must be one of float32, mixed_bfloat16, mixed_float16"):
+    with pytest.raises(ValueError, match=r"field .precision. must be one of float32, mixed_bfloat16, mixed_float16, auto"):
         config.get_preset("smoke", precision="float16")
 
 
@@ -84,3 +84,22 @@ def test_training_under_jax_on_a_cpu_warns_once(monkeypatch):
     slow = [w for w in caught if issubclass(w.category, hardware.SlowBackendWarning)]
     assert len(slow) == (1 if keras.backend.backend() == "jax" and not hardware.gpus_seen() else 0)
     assert all("KERAS_BACKEND=tensorflow" in str(w.message) for w in slow)
+
+
+def test_auto_is_this_machines_fast_precision_and_config_json_records_it(tmp_path):
+    run = loop.train(config.get_preset("smoke", epochs=1, precision="auto"), tmp_path / "run", images=make_blobs(), verbose=False)
+    assert config.Config.load(run).precision == hardware.fast_precision() != "auto"
+
+
+@pytest.mark.parametrize("gpus, flags, expected", [
+    ([(9, 0)], set(), "mixed_bfloat16"),  # H100 / H200
+    ([(8, 0), (8, 6)], set(), "mixed_bfloat16"),
+    ([(7, 5)], {"avx512_bf16"}, "mixed_float16"),  # T4: float16 tensor cores, no bfloat16
+    ([], {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+    ([], {"amx_bf16"}, "mixed_bfloat16"),
+    ([], {"avx2", "avx512f"}, "float32"),
+])
+def test_the_fast_precision_follows_the_device(gpus, flags, expected, monkeypatch):
+    monkeypatch.setattr(hardware, "gpu_capabilities", lambda: gpus)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
+    assert hardware.fast_precision() == expected

@@ -236,6 +236,11 @@ TRAIN = [
         `config.get_preset("quick", g_steps=2, loss="hinge")`, or `--set KEY=VALUE` on the command line.
         The cell prints the recipe fields of the chosen preset beside the paper's (`arch="paper"` is the
         paper's own network; the others are the lean family sized by `g_widths` and `d_widths`).
+
+        On a CPU, train under TensorFlow (the default `KERAS_BACKEND`): XLA's CPU convolutions make JAX
+        several times slower on the same cores, and training under JAX without a GPU warns so. On GPUs
+        both backends run the same code. Every field is checked on creation: a value outside its range
+        (`batch_size=0`, `lr_g=nan`) is a one-line error naming the field and the range, before any work.
     """),
     code("""
         import numpy as np
@@ -363,6 +368,12 @@ TRAIN = [
           GPU-minutes of compiled steps on one H100.
         - Train longer: `best` is `quick` for 400 epochs with the divergence guard on; `--minutes M` stops
           after the first epoch past a time budget, and `--resume` continues a run.
+        - Train in mixed precision: `config.get_preset("quick", precision="mixed_bfloat16")` computes the
+          networks in bfloat16 (faster on CPUs with AMX or AVX512-BF16 and on recent GPUs) and keeps
+          weights, optimizer state and losses in float32; docs/RESULTS.md ("Mixed precision") compares
+          its quality with float32.
+        - Watch a run in TensorBoard: every run folder has a `tensorboard/` folder;
+          `tensorboard --logdir models/`.
         - Change one thing at a time, e.g. `config.get_preset("quick", loss="hinge", spectral_norm=True)`,
           and score the runs with notebook 04: the per-remedy ablation in docs/RESULTS.md was built this
           way.

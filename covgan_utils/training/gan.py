@@ -14,7 +14,7 @@ from covgan_utils import checkpoints, sampling
 from covgan_utils.nets import families
 from covgan_utils.training import augment as augment_lib
 from covgan_utils.training import losses, steps
-from covgan_utils.util import backend
+from covgan_utils.util import backend, hardware
 
 LOSSES = losses.LOSSES
 
@@ -35,7 +35,7 @@ class GAN(keras.Model):
             raise ValueError(f"unknown loss {config.loss!r}; choose from {', '.join(LOSSES)}")
         if config.g_steps < 1:
             raise ValueError(f"g_steps must be >= 1, got {config.g_steps}")
-        self.config = config
+        self.config = config = resolved_precision(config)
         with backend.dtype_policy(config.precision):  # float32 variables either way; mixed_*: bf16 / f16 compute
             self.generator = families.generator_for(config)
             self.discriminator = families.discriminator_for(config)
@@ -157,6 +157,11 @@ class GAN(keras.Model):
                 break
         cbs.on_train_end(logs)
         return logs
+
+
+def resolved_precision(config):
+    """`config` with precision "auto" replaced by the fast precision of this machine (`hardware.fast_precision`)."""
+    return config.replace(precision=hardware.fast_precision()) if config.precision == "auto" else config
 
 
 def _optimizer(learning_rate, config, name):

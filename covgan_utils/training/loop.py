@@ -26,7 +26,7 @@ from covgan_utils.training.callbacks import (
     SampleGrid,
     TimeBudget,
 )
-from covgan_utils.training.gan import GAN, seed_everything
+from covgan_utils.training.gan import GAN, resolved_precision, seed_everything
 from covgan_utils.training.tensorboard import TensorBoardLogger
 from covgan_utils.util import files, hardware
 
@@ -85,6 +85,7 @@ def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), image
     """
     created = not resume and (run_dir is None or not pathlib.Path(run_dir).exists())
     hardware.warn_if_slow_backend()
+    config = resolved_precision(config)  # "auto" -> this machine's fast precision, recorded in config.json
     run_dir = _prepare_run_dir(config, run_dir, resume)
     try:
         return _run(config, run_dir, data_dir, resume, callbacks, images, verbose, labels)

@@ -66,6 +66,47 @@ def device_info():
     return info
 
 
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with fast bfloat16 matrix work
+
+
+def cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
+
+
+def gpu_capabilities():
+    """[(major, minor)] CUDA compute capabilities of the GPUs the Keras backend computes on ((0, 0) when unknown)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [_capability(getattr(d, "compute_capability", "")) for d in jax.devices() if d.platform == "gpu"]
+    import tensorflow as tf  # the TensorFlow backend: TensorFlow is loaded already
+
+    return [_capability(tf.config.experimental.get_device_details(g).get("compute_capability")) for g in tf.config.list_physical_devices("GPU")]
+
+
+def _capability(value):
+    try:
+        major, minor = (value if isinstance(value, tuple) else str(value).split("."))[:2]
+        return int(major), int(minor)
+    except (TypeError, ValueError):
+        return (0, 0)
+
+
+def fast_precision():
+    """The training precision that is fast here: mixed_bfloat16 on GPUs with bfloat16 (compute capability 8.0+:
+    A100, H100, H200) and on CPUs with AMX or AVX512-BF16; mixed_float16 (loss scaling) on older GPUs such as
+    Colab's T4; float32 on other CPUs."""
+    capabilities = gpu_capabilities()
+    if capabilities:
+        return "mixed_bfloat16" if min(capabilities) >= (8, 0) else "mixed_float16"
+    return "mixed_bfloat16" if set(BF16_CPU_FLAGS) & cpu_flags() else "float32"
+
+
 class SlowBackendWarning(UserWarning):
     """Training under a Keras backend that is much slower on this machine than the other one."""
 
