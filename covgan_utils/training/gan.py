@@ -16,9 +16,6 @@ from covgan_utils.training import augment as augment_lib
 from covgan_utils.training import losses, steps
 from covgan_utils.util import backend, hardware
 
-LOSSES = losses.LOSSES
-
-
 # checkpoint groups a state may lack: the RNG (older runs), the loss scales (runs not in mixed_float16)
 OPTIONAL_GROUPS = ("rng", "g_scale", "d_scale")
 EMA_STATS_SEED = 20_000  # noise seeds EMA_STATS_SEED.. re-estimate the EMA generator's BatchNorm statistics
@@ -31,10 +28,6 @@ class GAN(keras.Model):
 
     def __init__(self, config, **kwargs):
         super().__init__(name="gan", **kwargs)
-        if config.loss not in LOSSES:
-            raise ValueError(f"unknown loss {config.loss!r}; choose from {', '.join(LOSSES)}")
-        if config.g_steps < 1:
-            raise ValueError(f"g_steps must be >= 1, got {config.g_steps}")
         self.config = config = resolved_precision(config)
         with backend.dtype_policy(config.precision):  # float32 variables either way; mixed_*: bf16 / f16 compute
             self.generator = families.generator_for(config)

@@ -26,14 +26,18 @@ def cpu_cores():
     return usable, total
 
 
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo, else what `platform` knows (the architecture at least)."""
+def _cpuinfo(key):
+    """The value of the first `key` line of /proc/cpuinfo, or None."""
     try:
         lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        lines = []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.split(":", 1)[0].strip() == key), None)
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, else what `platform` knows (the architecture at least)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def gpus_seen():
@@ -71,11 +75,7 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with
 
 def cpu_flags():
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return set()
-    return next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
+    return set((_cpuinfo("flags") or "").split())
 
 
 def gpu_capabilities():
