@@ -61,8 +61,9 @@ demo: install install-fid
 	cd notebooks && COVGAN_PRESET=quick ../$(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 00_data.ipynb 01_train.ipynb 02_interpolate.ipynb 03_latent_widget.ipynb 04_evaluate.ipynb 05_progression.ipynb
 	@echo "Executed notebooks are in notebooks/ (strip outputs with 'make strip' before committing)."
 
-# The training path again under JAX (CPU): training, resume, losses, guard and sampling tests.
-JAX_TESTS := tests/test_precision.py tests/test_train.py tests/test_guard.py tests/test_sample.py tests/test_augment.py tests/test_families.py tests/test_inversion.py tests/test_runs.py
+# The training path again under JAX (CPU): training, resume, losses, guard and sampling tests, and data-parallel
+# training on 2 virtual CPU devices (tests/conftest.py sets them).
+JAX_TESTS := tests/test_precision.py tests/test_step_loop.py tests/test_data_parallel.py tests/test_train.py tests/test_guard.py tests/test_sample.py tests/test_augment.py tests/test_families.py tests/test_inversion.py tests/test_runs.py
 
 test: install install-fid
 	COVGAN_SMOKE=1 $(PY) -m pytest -q tests

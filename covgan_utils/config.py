@@ -53,6 +53,7 @@ class Config:
     spectral_norm: bool = F(False, fields.Bool())
     # optimisation
     precision: str = F("float32", fields.Choice(*PRECISIONS))  # training compute: "mixed_*" keeps variables, optimizer state, EMA and losses float32
+    devices: int = F(1, fields.Int(1, 4096))  # data-parallel training over this many JAX devices (covgan_utils.training.distribute); checkpoints do not depend on it
     epochs: int = F(100, fields.Int(1, 10**6))
     batch_size: int = F(50, fields.Int(1, 4096))
     lr_g: float = F(2e-4, fields.Float(0.0, 1.0, lo_open=True))

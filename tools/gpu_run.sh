@@ -5,10 +5,10 @@
 #       here, with network: wheels the GPU machine lacks (keras, namex, optree, typing_extensions) for
 #       CPython X.Y on manylinux x86_64 -> BUNDLE_DIR/wheels/, the preprocessed scans -> BUNDLE_DIR/covid-ct.npz.
 #       Default BUNDLE_DIR: .gpu-bundle/ at the repo root (git-ignored).
-#   tools/gpu_run.sh run BUNDLE_DIR OUT_DIR [--preset gpu] [--minutes 8] [--epochs N] [--n-eval 500]
+#   tools/gpu_run.sh run BUNDLE_DIR OUT_DIR [--preset gpu] [--minutes 8] [--epochs N] [--n-eval 500] [--devices all]
 #       on the GPU machine, without network: installs the wheels into a private prefix under /tmp, then
-#       `python3 -m covgan_utils gpu-job` trains with KERAS_BACKEND=jax (override by setting it) and
-#       leaves at most 8 small files in OUT_DIR.
+#       `python3 -m covgan_utils gpu-job` trains with KERAS_BACKEND=jax (override by setting it) on every
+#       visible GPU (data-parallel; --devices N for fewer) and leaves at most 8 small files in OUT_DIR.
 #   tools/gpu_run.sh ablation BUNDLE_DIR OUT_DIR --minutes M [--seeds 0 [1 ...]] [--rows ROW [ROW ...]]
 #       on the GPU machine: every families-ablation ROW (default: all) trains at once, each its own process
 #       on the one GPU (`ablation run --study families`), for M minutes of wall time per seed; then the
@@ -27,7 +27,7 @@ PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 man
 usage() {
     cat >&2 <<'EOF'
 usage: tools/gpu_run.sh prepare [BUNDLE_DIR] [--python-version 3.12] [--data DIR]
-       tools/gpu_run.sh run BUNDLE_DIR OUT_DIR [--preset gpu] [--minutes 8] [--epochs N] [--n-eval 500]
+       tools/gpu_run.sh run BUNDLE_DIR OUT_DIR [--preset gpu] [--minutes 8] [--epochs N] [--n-eval 500] [--devices all]
        tools/gpu_run.sh ablation BUNDLE_DIR OUT_DIR --minutes M [--seeds 0 [1 ...]] [--rows ROW [ROW ...]]
 EOF
     [ $# -gt 0 ] && echo "error: $*" >&2
@@ -71,17 +71,18 @@ prepare() {
 run() {
     [ $# -ge 2 ] || usage "run needs BUNDLE_DIR and OUT_DIR"
     case "$1$2" in -*) usage "run needs BUNDLE_DIR and OUT_DIR before options" ;; esac
-    local bundle="$1" out="$2" job=() py
+    local bundle="$1" out="$2" job=() devices=(--devices all) py
     shift 2
     while [ $# -gt 0 ]; do
         case "$1" in
             --preset|--minutes|--epochs|--n-eval|--run-dir) need_value "$1" $#; job+=("$1" "$2"); shift 2 ;;
+            --devices) need_value "$1" $#; devices=(--devices "$2"); shift 2 ;;
             -h|--help) usage ;;
             *) usage "unknown argument $1" ;;
         esac
     done
     setup_bundle "$bundle" "$out"
-    "$py" -m covgan_utils gpu-job --data "$bundle/covid-ct.npz" --out "$out" "${job[@]}"
+    "$py" -m covgan_utils gpu-job --data "$bundle/covid-ct.npz" --out "$out" "${devices[@]}" "${job[@]}"
 }
 
 # setup_bundle BUNDLE_DIR OUT_DIR: checks the bundle, installs its wheels into a private prefix removed on

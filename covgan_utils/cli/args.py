@@ -44,6 +44,19 @@ def positive_float(text):
     return value
 
 
+def device_count(text):
+    """`all` (every device the backend sees, counted when the command runs) or a whole number >= 1."""
+    if text == "all":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"expected `all` or a whole number >= 1 ({err})") from None
+
+
+device_count.__name__ = "`all` or a whole number >= 1"
+
+
 def truncation_psi(text):
     """psi in [0, 2] (1 = no truncation)."""
     try:

@@ -1,7 +1,7 @@
 """`ablation ...` and `gpu-job`: equal-compute studies, and the self-contained job a GPU machine runs."""
 import json
 
-from covgan_utils.cli.args import RUN_HELP, check_preset, command, group, output, positive_float, positive_int, seed_int, whole
+from covgan_utils.cli.args import RUN_HELP, check_preset, command, device_count, group, output, positive_float, positive_int, seed_int, whole
 
 ROOT_HELP = "folder of the ablation runs (default models/ablation/)"
 
@@ -47,6 +47,7 @@ def add_commands(subparsers):
     p.add_argument("--epochs", type=positive_int, help="at most this many epochs (default: the preset's)")
     p.add_argument("--run-dir", help="run folder (default: next models/<NNNNN>-<preset>/)")
     p.add_argument("--n-eval", type=whole(8), default=500, help="generated images scored in metrics.json (default 500)")
+    p.add_argument("--devices", type=device_count, default=1, help="data-parallel over N JAX devices, or `all` (default 1)")
 
 
 def _root(args, must_exist=True):
@@ -115,9 +116,11 @@ def cmd_ablation_report(args):
 
 def cmd_gpu_job(args):
     from covgan_utils.studies import gpu_job
+    from covgan_utils.training import distribute
 
     output(args.out, "dir", data=args.data)
-    out = gpu_job.run_job(args.data, args.out, preset=args.preset, minutes=args.minutes, run_dir=args.run_dir, epochs=args.epochs, n_eval=args.n_eval)
+    devices = distribute.device_count() if args.devices == "all" else args.devices
+    out = gpu_job.run_job(args.data, args.out, preset=args.preset, minutes=args.minutes, run_dir=args.run_dir, epochs=args.epochs, n_eval=args.n_eval, devices=devices)
     job = json.loads((out / "job.json").read_text())
     kid = json.loads((out / "metrics.json").read_text())["generated"]["kid"]["mean"]
     print(f"{job['epochs_done']} epochs, {job['steps']} steps in {job['wall_minutes']:.1f} min on {', '.join(job.get('devices', []))} ({job['keras_backend']}); domain KID {kid:.4f}")

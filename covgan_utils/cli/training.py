@@ -2,7 +2,7 @@
 import pathlib
 
 from covgan_utils import config as config_lib
-from covgan_utils.cli.args import RUN_HELP, add_checkpoint, check_preset, command, output, positive_float, positive_int, seed_int
+from covgan_utils.cli.args import RUN_HELP, add_checkpoint, check_preset, command, output, device_count, positive_float, positive_int, seed_int
 
 
 def add_commands(subparsers):
@@ -14,6 +14,7 @@ def add_commands(subparsers):
     p.add_argument("--seed", type=seed_int, help="training seed")
     p.add_argument("--minutes", type=positive_float, help="wall-clock budget of this invocation: stop (with a checkpoint) after the first epoch past it")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir (or the newest run of the preset)")
+    p.add_argument("--devices", type=device_count, help="data-parallel over N JAX devices, or `all` (sets config devices; checkpoints do not depend on it)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="change config fields, e.g. --set g_widths=256,128,64,32,16 loss=hinge")
     p = command(subparsers, "release", cmd_release, "export a run's generator as the released model (models/release/)")
     p.add_argument("--run", required=True, help=f"GAN run: {RUN_HELP}")
@@ -22,9 +23,10 @@ def add_commands(subparsers):
 
 
 def cmd_train(args):
-    from covgan_utils.training import loop
+    from covgan_utils.training import distribute, loop
 
-    pairs = (("epochs", args.epochs), ("seed", args.seed), ("time_budget_minutes", args.minutes))
+    devices = distribute.device_count() if args.devices == "all" else args.devices
+    pairs = (("epochs", args.epochs), ("seed", args.seed), ("time_budget_minutes", args.minutes), ("devices", devices))
     overrides = {k: v for k, v in pairs if v is not None}
     if args.set and args.resume:
         raise ValueError("--set cannot change a run being resumed; its config.json is kept")

@@ -31,11 +31,12 @@ MAX_FILE_BYTES = 16 * 2**20
 DEFAULT_MINUTES = 8.0
 
 
-def run_job(data_file, out_dir, preset="gpu", minutes=DEFAULT_MINUTES, run_dir=None, epochs=None, n_eval=500, verbose=True):
-    """Train `preset` on `data_file` for about `minutes` (and at most `epochs`), export, score; returns `out_dir`."""
+def run_job(data_file, out_dir, preset="gpu", minutes=DEFAULT_MINUTES, run_dir=None, epochs=None, n_eval=500, verbose=True, devices=1):
+    """Train `preset` on `data_file` for about `minutes` (and at most `epochs`) on `devices` devices
+    (data-parallel), export, score; returns `out_dir`."""
     if n_eval < 8:
         raise ValueError(f"n_eval must be at least 8 (KID needs them), got {n_eval}")
-    config = _job_config(preset, minutes, epochs)
+    config = _job_config(preset, minutes, epochs).replace(devices=devices)
     data_file = sources.find_data_dir(data_file)
     out_dir = _empty_out_dir(out_dir)
     started = time.time()

@@ -1,4 +1,4 @@
-"""Keras callbacks of a training run: EMA BatchNorm refresh, the per-epoch log (`stats.jsonl`), fixed-seed
+"""Keras callbacks of a training run: the per-epoch log (`stats.jsonl`), fixed-seed
 sample grids, checkpoints, the wall-clock budget, the progress bar, and the metrics callback
 (`metric-<name>.jsonl`, best checkpoint by KID).
 """
@@ -16,13 +16,6 @@ from covgan_utils.metrics import features as features_lib
 from covgan_utils.util.files import append_jsonl
 
 # ---------------------------------------------------------------- callbacks
-
-class EMABatchNorm(keras.callbacks.Callback):
-    """Re-estimates the EMA generator's BatchNorm statistics at every epoch end, before anything samples or saves."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.model.refresh_ema_batchnorm()
-
 
 class RunLogger(keras.callbacks.Callback):
     """Appends one JSON line per epoch to `stats.jsonl`."""

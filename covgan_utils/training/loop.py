@@ -17,10 +17,9 @@ from covgan_utils.checkpoints import latest_checkpoint
 from covgan_utils.data.dataset import training_split
 from covgan_utils.runs import latest_run, new_run_dir
 from covgan_utils.training import callbacks as callbacks_lib
-from covgan_utils.training import guard
+from covgan_utils.training import distribute, guard
 from covgan_utils.training.callbacks import (
     Checkpointer,
-    EMABatchNorm,
     ProgressBar,
     RunLogger,
     SampleGrid,
@@ -60,16 +59,14 @@ def truncate_jsonl(run_dir, epoch):
 
 # ---------------------------------------------------------------- data pipeline
 
-def epoch_batches(images, batch_size, seed, epoch, labels=None):
-    """Batches [B, 128, 128, 1] of one epoch (with labels: (images, labels [B, 1] int32) pairs): a
-    permutation fixed by (seed, epoch), full batches only. Plain NumPy, the same under every backend."""
-    n = len(images)
+def epoch_order(n, batch_size, seed, epoch):
+    """Row indices [k, B] of one epoch's k = n // B batches: a permutation of the n training images fixed
+    by (seed, epoch), full batches only. Plain NumPy, the same under every backend."""
     if n < batch_size:
         raise ValueError(f"batch size {batch_size} is larger than the {n} training images")
-    order = np.random.default_rng([int(seed), int(epoch)]).permutation(n)
-    for start in range(0, n - batch_size + 1, batch_size):
-        index = order[start:start + batch_size]
-        yield images[index] if labels is None else (images[index], labels[index, None].astype(np.int32))
+    order = np.random.default_rng([int(seed), int(epoch)]).permutation(n)  # [n]
+    k = n // batch_size
+    return order[: k * batch_size].reshape(k, batch_size).astype(np.int32)  # [k, B]
 
 
 # ---------------------------------------------------------------- the job
@@ -84,11 +81,13 @@ def train(config, run_dir=None, data_dir=None, resume=False, callbacks=(), image
     that fails before its first checkpoint removes the run folder it created.
     """
     created = not resume and (run_dir is None or not pathlib.Path(run_dir).exists())
+    distribute.check_devices(config)
     hardware.warn_if_slow_backend()
     config = resolved_precision(config)  # "auto" -> this machine's fast precision, recorded in config.json
     run_dir = _prepare_run_dir(config, run_dir, resume)
     try:
-        return _run(config, run_dir, data_dir, resume, callbacks, images, verbose, labels)
+        with distribute.scope(config):  # one device, or DataParallel over `devices`
+            return _run(config, run_dir, data_dir, resume, callbacks, images, verbose, labels)
     except BaseException:
         if created and latest_checkpoint(run_dir) is None:
             shutil.rmtree(run_dir, ignore_errors=True)  # no folder holding only config.json becomes the "newest run"
@@ -127,7 +126,8 @@ def _run(config, run_dir, data_dir, resume, callbacks, images, verbose, labels):
     steps_per_epoch = len(images) // config.batch_size
     all_callbacks = _callbacks(config, run_dir, gan, *compared, steps_per_epoch, initial_epoch, verbose) + list(callbacks)
     images = np.asarray(images, np.float32)
-    gan.run_epochs(lambda epoch: epoch_batches(images, config.batch_size, config.seed, epoch, labels), initial_epoch, config.epochs, all_callbacks)
+    data = images if labels is None else (images, labels[:, None].astype(np.int32))  # [N, 128, 128, 1] (, [N, 1])
+    gan.run_epochs(data, lambda epoch: epoch_order(len(images), config.batch_size, config.seed, epoch), initial_epoch, config.epochs, all_callbacks)
     return run_dir
 
 
@@ -151,14 +151,14 @@ MODEL_FIELDS = (
 
 
 def _resumable_config(requested, run_dir):
-    """The run's own config.json with the requested `epochs` and time budget; refuses a run of another
+    """The run's own config.json with the requested `epochs`, time budget and device count; refuses a run of another
     preset or architecture, naming both."""
     saved = config_lib.Config.load(run_dir)
     differ = [f for f in ("preset",) + MODEL_FIELDS if getattr(saved, f) != getattr(requested, f)]
     if differ:
         pairs = ", ".join(f"{f} {getattr(saved, f)!r} (asked: {getattr(requested, f)!r})" for f in differ)
         raise ValueError(f"--resume: {run_dir} holds a run with {pairs}; resume it with --preset {saved.preset} or train into another folder")
-    return saved.replace(epochs=requested.epochs, time_budget_minutes=requested.time_budget_minutes)
+    return saved.replace(epochs=requested.epochs, time_budget_minutes=requested.time_budget_minutes, devices=requested.devices)
 
 
 def _prepare_run_dir(config, run_dir, resume):
@@ -179,8 +179,6 @@ def _prepare_run_dir(config, run_dir, resume):
 def _callbacks(config, run_dir, gan, images, val_images, steps, initial_epoch, verbose):
     board = TensorBoardLogger(run_dir, steps)
     out = [board.clock, RunLogger(run_dir, steps * config.batch_size)]  # the clock first: it times the steps only
-    if config.ema_decay > 0:
-        out.insert(1, EMABatchNorm())
     if config.time_budget_minutes:
         out.append(TimeBudget(config.time_budget_minutes))
     if config.guard:

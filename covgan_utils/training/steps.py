@@ -14,6 +14,13 @@ and where the state lives:
 
 All randomness of a step is drawn at its start from the GAN's `keras.random.SeedGenerator` (`draw`),
 whose state is checkpointed, so a resumed run continues the same random streams.
+
+Two ways to call a step object: `step(batch, r1_due)` runs one step on a batch (tests, the benchmark,
+callbacks that act after every batch); `step.run(data, order, d_start)` runs a whole epoch in one
+dispatch: `data` (from `step.put`) stays on the device, batch j is `data[order[j]]` gathered there,
+the steps loop inside the compiled function (`tf.while_loop` / `lax.fori_loop`), lazy R1 is chosen per
+step by a conditional on the discriminator step count, and the logs come back summed over the epoch.
+Both give the same updates in the same order from the same random streams.
 """
 import functools
 
@@ -58,6 +65,23 @@ def generated(G, z, labels):
     return ops.cast(G(backend.with_label(z, labels), training=True), "float32")
 
 
+def take(data, index):
+    """Rows `index` [B] of the training data: images [B, 128, 128, 1], or (images, labels [B, 1])."""
+    if isinstance(data, (tuple, list)):
+        return tuple(ops.take(x, index, axis=0) for x in data)
+    return ops.take(data, index, axis=0)
+
+
+def summed(total, logs):
+    """Per-step logs added into the running totals of an epoch."""
+    return {k: total[k] + logs[k] for k in total}
+
+
+def lazy_r1(config):
+    """True when R1 runs on some steps only (lazy R1): the step then branches on the step count."""
+    return config.r1_gamma > 0 and config.r1_every > 1
+
+
 def make_step(gan):
     """The step object for the running Keras backend."""
     backend = keras.backend.backend()
@@ -86,6 +110,33 @@ class TFStep:
         if r1_due not in self.compiled:
             self.compiled[r1_due] = self.tf.function(functools.partial(self._step, r1_due=r1_due), autograph=False)  # all control flow is static Python
         return self.compiled[r1_due](batch)
+
+    def put(self, data):
+        """The training data as device tensors, once per run."""
+        return self.tf.nest.map_structure(self.tf.convert_to_tensor, data)
+
+    def run(self, data, order, d_start):
+        """The steps of `order` [k, B] on `data` in one dispatch -> logs summed over the k steps."""
+        if "run" not in self.compiled:
+            self.compiled["run"] = self.tf.function(self._run, autograph=False)
+        return self.compiled["run"](data, self.tf.constant(order, "int32"), self.tf.constant(d_start, "int64"))
+
+    def _run(self, data, order, d_start):
+        tf = self.tf
+        first = self._one(take(data, order[0]), d_start)
+
+        def body(i, total):
+            return i + 1, summed(total, self._one(take(data, order[i]), d_start + tf.cast(i, "int64")))
+
+        return tf.while_loop(lambda i, _: i < tf.shape(order)[0], body, (tf.constant(1), first))[1]
+
+    def _one(self, batch, d_step):
+        """One step inside `run`; lazy R1 branches on the discriminator step count."""
+        c = self.gan.config
+        if not lazy_r1(c):
+            return self._step(batch, r1_due=c.r1_gamma > 0)
+        due = self.tf.equal(d_step % c.r1_every, 0)
+        return self.tf.cond(due, lambda: self._step(batch, r1_due=True), lambda: self._step(batch, r1_due=False))
 
     def _step(self, batch, r1_due):
         gan, c, tf = self.gan, self.gan.config, self.tf
@@ -133,6 +184,7 @@ class JaxStep:
         import jax
 
         self.jax, self.gan, self.compiled, self.state = jax, gan, {}, None
+        self.sharding = self._shardings(keras.distribution.distribution())
         G, D = gan.generator, gan.discriminator
         ema = gan.ema_generator
         self.groups = {
@@ -157,8 +209,51 @@ class JaxStep:
     def __call__(self, batch, r1_due):
         if r1_due not in self.compiled:
             self.compiled[r1_due] = self.jax.jit(functools.partial(self._step, r1_due=r1_due))
-        self.state, logs = self.compiled[r1_due](self.state, batch)
+        self.state, logs = self.compiled[r1_due](self.state, self._placed(batch, "batch"))
         return logs
+
+    def _shardings(self, dist):
+        """Under `DataParallel` (`covgan_utils.training.distribute`): where data, batch indices and batches
+        live; the state is replicated like the variables it comes from."""
+        if dist is None:
+            return None
+        mesh, axis, spec = dist.device_mesh.backend_mesh, dist.batch_dim_name, self.jax.sharding.PartitionSpec
+        named = functools.partial(self.jax.sharding.NamedSharding, mesh)
+        return {"data": named(spec()), "order": named(spec(None, axis)), "batch": named(spec(axis))}
+
+    def _placed(self, value, where):
+        """`value` on the device(s): sharded as `where` under a distribution."""
+        return self.jax.device_put(value, self.sharding[where] if self.sharding else None)
+
+    def put(self, data):
+        """The training data as device arrays, once per run (replicated on every device under DataParallel)."""
+        return self._placed(data, "data")
+
+    def run(self, data, order, d_start):
+        """The steps of `order` [k, B] on `data` in one dispatch -> logs summed over the k steps; under
+        DataParallel each device gathers its share of every batch."""
+        if "run" not in self.compiled:
+            self.compiled["run"] = self.jax.jit(self._run)
+        self.state, total = self.compiled["run"](self.state, data, self._placed(order, "order"), d_start)
+        return total
+
+    def _run(self, state, data, order, d_start):
+        state, first = self._one(state, take(data, order[0]), d_start)
+
+        def body(i, carry):
+            state, logs = self._one(carry[0], take(data, order[i]), d_start + i)
+            return state, summed(carry[1], logs)
+
+        return self.jax.lax.fori_loop(1, order.shape[0], body, (state, first))
+
+    def _one(self, state, batch, d_step):
+        """One step inside `run`; lazy R1 branches on the discriminator step count."""
+        c = self.gan.config
+        if not lazy_r1(c):
+            return self._step(state, batch, r1_due=c.r1_gamma > 0)
+        rand, state = self._draw(state, split_batch(batch)[0].shape[0])  # outside the branches: the same draws as a single step
+        step = functools.partial(self._step, batch=batch, rand=rand)
+        return self.jax.lax.cond(d_step % c.r1_every == 0, functools.partial(step, r1_due=True), functools.partial(step, r1_due=False), state)
 
     def _scaled(self, optimizer, optimizer_state, loss):
         """`scaled` with the loss scale read from this step's optimizer state (not the variable's value at trace time)."""
@@ -181,15 +276,21 @@ class JaxStep:
 
         return d_call, input_grad, holder
 
-    def _step(self, state, batch, r1_due):
+    def _draw(self, state, n):
+        """`draw` from the seed state in `state` -> (random numbers, the state with the advanced seed)."""
+        seed = self.gan.seed_generator.state
+        with keras.StatelessScope(state_mapping=[(seed, state["misc"][1])]) as scope:
+            rand = draw(self.gan, n)
+            return rand, {**state, "misc": [state["misc"][0], scope.get_current_value(seed)]}
+
+    def _step(self, state, batch, r1_due, rand=None):
         gan, c, jax = self.gan, self.gan.config, self.jax
         (real, labels), G = split_batch(batch), gan.generator
         n = real.shape[0]
+        if rand is None:
+            rand, state = self._draw(state, n)
         s = {k: list(v) for k, v in state.items()}
         p, seed_state = s["misc"]
-        with keras.StatelessScope(state_mapping=[(gan.seed_generator.state, seed_state)]) as scope:
-            rand = draw(gan, n)
-            seed_state = scope.get_current_value(gan.seed_generator.state)
         fake, s["g_ntv"] = G.stateless_call(s["g_tv"], s["g_ntv"], backend.with_label(rand["z_d"], labels), training=True)  # [N, 128, 128, 1]
         fake = ops.cast(fake, "float32")  # compute dtype under a mixed policy: bf16 / f16
 
