@@ -4,6 +4,7 @@
   previous release, the floor, the baselines, the calibration ladder or the downstream test is read cell by
   cell and compared with the JSON report in docs/ it comes from, at the precision printed; a grep for each
   headline quantity finds one printed value.
+- The README's step-time block is the one the benchmark renders from docs/performance.json.
 - The aim is stated once (docs/RESULTS.md, "The aim"); the other documents link to it.
 - Module paths, `covgan_utils` imports in code blocks, file paths, `python -m covgan_utils` commands and
   `make` targets named in the documents exist; the README's layout table is the layering of
@@ -21,6 +22,7 @@ import pytest
 from test_layering import LAYERS
 
 from covgan_utils import cli, config
+from covgan_utils.bench import document
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "covgan_utils"
@@ -666,3 +668,12 @@ def test_results_mixed_precision_table_is_the_check_report():
     assert_cell(row(table, "real train vs val (floor", name)["epoch 40, mean"], kid(INCEPTION_FLOOR["floor"], std=False), name)
     assert report["summary"]["mixed_bfloat16"]["mean"] > report["summary"]["float32"]["max"]  # the default follows the check
     assert config.Config().precision == "float32" and all(p.precision == "float32" for p in config.PRESETS.values())
+
+
+def test_readme_step_times_are_the_benchmark_report():
+    """The README's step-time block is `covgan_utils.bench.document.readme_block` of docs/performance.json, number
+    for number (its "not measured yet" line until that report exists); `bench --readme README.md` writes it."""
+    report = ROOT / "docs" / "performance.json"
+    expected = document.readme_block(json.loads(report.read_text()) if report.is_file() else None)
+    text = _text("README.md")
+    assert text.count(document.README_START) == 1 and expected in text, "rerun `python -m covgan_utils bench --render docs/performance.json --readme README.md`"

@@ -19,7 +19,7 @@ LAYERS = (
     ("training",),  # losses, augmentation, per-backend step, GAN, callbacks, loop
     ("inversion", "plots"),  # projection, inversion encoder, disease direction; figures of a run
     ("widget",),  # autoencoder, TF.js export, server
-    ("studies",),  # ablation, GPU job, progression report
+    ("studies", "bench"),  # ablation, GPU job, progression report; the training-step benchmark
     ("cli",),
     ("__main__",),
 )

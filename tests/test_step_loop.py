@@ -89,6 +89,28 @@ def test_one_dispatch_equals_the_steps_one_by_one(blob_images, extra):
         np.testing.assert_allclose(float(value) / len(order), np.mean([row[key] for row in logs]), rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX step's choice between its device loop and dispatch per step")
+@pytest.mark.parametrize("extra", [{}, FULL], ids=["plain", "full"])
+def test_the_jax_device_loop_equals_dispatch_per_step(blob_images, extra):
+    cfg = config.get_preset("smoke", **extra)
+    order = loop.epoch_order(len(blob_images), cfg.batch_size, cfg.seed, 0)
+    states, totals = [], []
+    for on_device in (True, False):  # lax.fori_loop over the epoch (GPUs), or one dispatch per step (CPUs)
+        gan = _gan(cfg)
+        step = gan.stepper()
+        step.loop_on_device = on_device
+        step.load()
+        totals.append(step.run(step.put(blob_images), order, 0))
+        step.store()
+        states.append(_state(gan))
+    if extra:
+        _assert_same_run(*states, _state(_gan(cfg)))
+    else:
+        _assert_close(*states, TOL)
+    for key in totals[0]:
+        np.testing.assert_allclose(float(totals[0][key]), float(totals[1][key]), rtol=1e-5, atol=1e-6, err_msg=key)
+
+
 def test_the_tolerance_catches_a_lost_random_stream(blob_images):
     cfg = config.get_preset("smoke", **FULL)
     order = loop.epoch_order(len(blob_images), cfg.batch_size, cfg.seed, 0)

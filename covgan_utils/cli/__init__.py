@@ -2,7 +2,7 @@
 the notebooks use.
 
 One module per command group (`cli/data.py`, `training`, `sampling`, `inversion`, `metrics`, `studies`,
-`widget`) declares its arguments and holds its handlers. Arguments are parsed before Keras is imported,
+`widget`, `bench`) declares its arguments and holds its handlers. Arguments are parsed before Keras is imported,
 so `--help` and a bad argument answer at once; a handler imports the library it calls inside its body
 (the one place the package imports inside functions), after Keras and its backend have been started
 with their start-up noise kept off the terminal unless `--verbose` is given. User errors
@@ -14,12 +14,12 @@ import os
 import sys
 import warnings
 
-from covgan_utils.cli import data, inversion, metrics, sampling, studies, training, widget
+from covgan_utils.cli import bench, data, inversion, metrics, sampling, studies, training, widget
 from covgan_utils.util import console, outputs
 
 ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError)
 BACKENDS = ("tensorflow", "jax")
-GROUPS = (data, training, sampling, inversion, metrics, studies, widget)
+GROUPS = (data, training, sampling, inversion, metrics, studies, widget, bench)
 
 
 class Parser(argparse.ArgumentParser):

@@ -116,7 +116,7 @@ _warned = []
 
 def warn_if_slow_backend():
     """Warn once per process when training under JAX without a GPU: XLA's CPU convolutions make it several
-    times slower than TensorFlow on the same cores (tools/bench_step.py under each backend shows it)."""
+    times slower than TensorFlow on the same cores (`python -m covgan_utils bench` times both backends)."""
     if keras.backend.backend() != "jax" or gpus_seen() or _warned:
         return
     _warned.append(True)
