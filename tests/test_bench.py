@@ -11,7 +11,7 @@ import pytest
 from conftest import make_blobs, one_line_error
 
 from covgan_utils import cli, config
-from covgan_utils.bench import document, flops, plan, runner, textbook, torch_loop, worker
+from covgan_utils.bench import document, flops, plan, runner, textbook, timing, torch_loop, worker
 from covgan_utils.nets import families
 
 ROW_FIELDS = ("preset", "backend", "precision", "batch", "device", "data", "steps", "project_ms", "extras_off_ms", "textbook_ms",
@@ -38,12 +38,19 @@ def test_the_worker_json_has_every_field(worker_row):
     assert row["steps"] == {"project": 1, "extras_off": 1, "textbook": 1, "torch": row["steps"]["torch"],
                             "in_training_epochs": 2, "in_training_steps_per_epoch": 2}
     assert row["in_training"]["steps_per_epoch"] == 2 and len(row["in_training"]["epoch_seconds"]) == 2
+    # paired ratios: extras off / textbook over paired rounds, in training / the bare step timed after each epoch
+    rounds = row["paired_rounds"]
+    assert len(rounds["extras_off"]) == len(rounds["textbook"]) == 1
+    assert row["extras_off_over_textbook"] == pytest.approx(rounds["extras_off"][0] / rounds["textbook"][0])
+    bare, seconds = row["in_training"]["bare_step_ms"], row["in_training"]["epoch_seconds"]
+    assert len(bare) == 2 and row["in_training_over_project"] == pytest.approx(1000 * seconds[1] / 2 / bare[1])
     assert row["flops"]["step"] == flops.step_flops(row["flops"]["g_forward"], row["flops"]["d_forward"], row["batch"])
     assert row["peak_memory_bytes"] > 0 and row["memory_kind"]
     device = {"backend": row["backend"], "device": "cpu", "versions": {}, "errors": {}, "sweep": [],
               "matmul": [{"backend": row["backend"], "dtype": "float32", "size": 64, "flops_per_s": 1e10, "ms": 1.0}]}
     merged = runner.merge({"hardware": "cpu", "gpu": False}, plan.cpu_plan(), [row], [device], [], "python -m covgan_utils bench")
     assert all(merged["rows"][0][key] is not None for key in DERIVED)
+    assert merged["rows"][0]["extras_off_over_textbook"] == row["extras_off_over_textbook"]  # the paired ratio is kept
     assert merged["rows"][0]["peak_share"] == pytest.approx(merged["rows"][0]["gflops_per_s"] / 1e10)
     assert {"device", "date", "commit", "command", "data", "plan", "rows", "speedups", "matmul", "sweep", "failures"} <= set(merged)
     assert "## Training step" in document.render(merged)
@@ -194,3 +201,16 @@ def test_render_from_a_report_file(tmp_path, capsys):
     (tmp_path / "r.json").write_text(json.dumps(SAMPLE))
     assert cli.main(["bench", "--render", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "P.md")]) == 0
     assert (tmp_path / "P.md").read_text() == document.render(copy.deepcopy(SAMPLE))
+
+
+def test_paired_rounds_split_the_steps_and_alternate_the_order():
+    seen = []
+
+    def call(name):
+        return lambda variant: seen.append((name, variant)) or {"g_loss": np.float32(0.0)}
+
+    means, rounds = timing.paired({"a": (call("a"), [0, 1, 2, 3]), "b": (call("b"), [None] * 4)}, rounds=2)
+    warm = [("a", 0), ("a", 1), ("a", 2), ("a", 3), ("b", None)]
+    assert seen == warm + [("a", 0), ("a", 1), ("b", None), ("b", None), ("b", None), ("b", None), ("a", 2), ("a", 3)]
+    assert set(means) == {"a", "b"} and [len(r) for r in rounds.values()] == [2, 2]
+    assert timing.median_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 1.0]) == 4.0

@@ -116,14 +116,17 @@ configuration ran in its own process.
 - **textbook**: a GAN step written as the Keras examples write one (`covgan_utils.bench.textbook`:
   `tf.GradientTape` under TensorFlow, `stateless_call` + `jax.value_and_grad` under JAX) on the same generator
   and discriminator, plain Adam. **extras off / textbook** is the project's overhead on the same work; the
-  target is {RATIO_TARGET:.2f} or less, marked pass or **fail**.
+  target is {RATIO_TARGET:.2f} or less, marked pass or **fail**. The two are timed in paired rounds, one
+  after the other (the order alternating), and the ratio is the median of the rounds' ratios: a slow
+  phase of a shared machine slows both sides of a pair, not one row.
 - **PyTorch**: the same shapes and channels in torch modules built from the Keras layers
   (`covgan_utils.bench.torch_loop`), a textbook BCE loop, as many threads as the Keras step's cores; "n/a
   (<layer>)" when a layer has no mapping.
 - **in training**: a short real training (`loop.train`, the preset's recipe, no metrics, guard or extra
   samples); the median of the epochs after the first (which compiles), divided by the steps per epoch. Its
   ratio to the project step is what the loop adds (data batches, callbacks, logs); the target is
-  {TRAINING_TARGET:.2f} or less.
+  {TRAINING_TARGET:.2f} or less. The ratio pairs each epoch with the bare step timed right after it for as
+  many steps (outside the epoch's timed span), and is the median of the per-epoch ratios.
 - **GFLOP per step**: counted from the layers (`covgan_utils.bench.flops`: convolutions and dense layers,
   backward = 2x forward; R1 and augmentation not counted, so for the project step the GFLOP/s is a lower
   bound). **% of matmul peak**: GFLOP/s of the project step over the measured matmul peak of the same

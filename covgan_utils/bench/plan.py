@@ -43,16 +43,16 @@ class Plan:
 
 def cpu_plan(bf16_units=True):
     """Two-core CPU, about 20 minutes: `quick` and `best` on TensorFlow, `quick` on JAX (about 5x slower on
-    CPU, so few steps and a training of 2 batches per epoch), batch sweep on TensorFlow; float32 and
+    CPU, so fewer steps and a training of 2 batches per epoch; the median of 3 epochs after the compiling one), batch sweep on TensorFlow; float32 and
     mixed_bfloat16. A CPU without bfloat16 units (no AVX512-BF16 or AMX: `hardware.fast_precision`) takes
     about 10x longer per bfloat16 step (36 s against 2.8 s for a `quick` extras-off step under TensorFlow on a
     2-core EPYC without them, cores shared), so there mixed_bfloat16 is timed by one extras-off step of
     `quick` on TensorFlow only, for the speed-up table."""
     return Plan(
         backends=("tensorflow", "jax"), presets={"tensorflow": ("quick", "best"), "jax": ("quick",)},
-        precisions=("float32", "mixed_bfloat16") if bf16_units else ("float32",), steps={"tensorflow": 10, "jax": 3},
+        precisions=("float32", "mixed_bfloat16") if bf16_units else ("float32",), steps={"tensorflow": 10, "jax": 6},
         light={} if bf16_units else {"tensorflow": ("mixed_bfloat16",)},
-        train_epochs=3, train_images={"tensorflow": 0, "jax": -2},
+        train_epochs=4, train_images={"tensorflow": 0, "jax": -2},
         sweep_backends=("tensorflow",), sweep_preset="quick", sweep_batches=(16, 32, 64, 128, 256), sweep_steps=3,
         matmul_size=2048, matmul_repeats=5,
     )

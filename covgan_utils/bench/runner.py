@@ -141,8 +141,9 @@ def _derive(row, peak):
         return row.get(a) / row.get(b) if row.get(a) and row.get(b) else None
 
     step = (row.get("flops") or {}).get("step")
-    row["extras_off_over_textbook"] = over("extras_off_ms", "textbook_ms")
-    row["in_training_over_project"] = over("in_training_ms", "project_ms")
+    for ratio, a, b in (("extras_off_over_textbook", "extras_off_ms", "textbook_ms"), ("in_training_over_project", "in_training_ms", "project_ms")):
+        if row.get(ratio) is None:  # paired in the worker when both sides ran there (the median of paired rounds)
+            row[ratio] = over(a, b)
     row["gflops_per_s"] = step / (row["project_ms"] / 1000) if step and row.get("project_ms") else None
     row["gflops_per_s_extras_off"] = step / (row["extras_off_ms"] / 1000) if step and row.get("extras_off_ms") else None
     row["peak_flops_per_s"] = peak

@@ -95,7 +95,8 @@ def measure_config(spec, say=print):
     images, data = images_for(cfg)
     row = {"preset": cfg.preset, "backend": keras.backend.backend(), "precision": cfg.precision, "batch": cfg.batch_size,
            "device": hardware.hardware(), "data": data, "parts": list(parts), "steps": {}, "flops": None, "peak_memory_bytes": None,
-           "memory_kind": None, "torch_note": None, "torch_threads": None, "in_training": None, **{f"{p}_ms": None for p in PARTS}}
+           "memory_kind": None, "torch_note": None, "torch_threads": None, "in_training": None, **{f"{p}_ms": None for p in PARTS},
+           "extras_off_over_textbook": None, "in_training_over_project": None, "paired_rounds": None}
     job = _Job(cfg, spec, row, fixed_batch(images, cfg.batch_size), images, f"{row['backend']} {cfg.preset} {cfg.precision}", say)
     for part in PARTS:
         if part in parts:
@@ -126,12 +127,30 @@ class _Job:
         self.row["peak_memory_bytes"], self.row["memory_kind"] = timing.peak_memory()
 
     def extras_off(self):
+        if "textbook" in self.row["parts"]:
+            return self._paired_with_textbook()
         self._timed("extras_off", lambda: timing.project_step(timing.extras_off(self.cfg), self.batch, self.steps))
 
-    def textbook(self):
+    def _paired_with_textbook(self):
+        """The extras-off and textbook steps in paired rounds (`timing.paired`): same work, same machine phase."""
         step = textbook.make_step(timing.extras_off(self.cfg))
         self.row["flops"] = flops.count(step.generator, step.discriminator, self.cfg.batch_size, g_steps=1)
-        self._timed("textbook", lambda: timing.seconds_per_call(lambda _: step(self.batch), [None] * self.steps, "g_loss"))
+        calls = {"extras_off": timing.project_caller(timing.extras_off(self.cfg), self.batch, self.steps),
+                 "textbook": ((lambda _: step(self.batch)), [None] * self.steps)}
+        rounds = min(ROUNDS, self.steps)
+        result = _attempt(self.row, "extras_off", lambda: timing.paired(calls, rounds))
+        for name in calls:
+            self.row[f"{name}_ms"] = None if result is None else 1000 * result[0][name]
+            self.row["steps"][name] = self.steps
+        if result:
+            self.row["extras_off_over_textbook"] = timing.median_ratio(result[1]["extras_off"], result[1]["textbook"])
+            self.row["paired_rounds"] = {name: [1000 * s for s in rs] for name, rs in result[1].items()}
+        self.say(f"{self.label}: extras off / textbook " + (f"failed: {self.row['errors']['extras_off']}" if result is None else
+                 f"{self.row['extras_off_ms']:.1f} / {self.row['textbook_ms']:.1f} ms per step, median ratio of {rounds} paired rounds "
+                 f"{self.row['extras_off_over_textbook']:.3f} ({self.steps} steps each)"))
+
+    def textbook(self):
+        """Timed with the extras-off step (`_paired_with_textbook`)."""
 
     def torch(self):
         result = _attempt(self.row, "torch", lambda: torch_loop.time_loop(self.cfg, self.batch, self.steps)) or {"note": "n/a (failed)"}
@@ -141,25 +160,50 @@ class _Job:
 
     def in_training(self):
         epochs, n = self.spec["train_epochs"], plan_lib.training_count(self.spec["train_images"], self.cfg.batch_size, len(self.images))
-        result = _attempt(self.row, "in_training", lambda: in_training(self.cfg, self.images[:n], epochs))
+        result = _attempt(self.row, "in_training", lambda: in_training(self.cfg, self.images[:n], epochs, self.batch))
         self.row.update(in_training_ms=None if result is None else result["ms"], in_training=result)
+        if result:
+            self.row["in_training_over_project"] = result["over_project"]
         self.row["steps"].update(in_training_epochs=epochs, in_training_steps_per_epoch=n // self.cfg.batch_size)
-        self.say(f"{self.label}: in training " + (f"{result['ms']:.1f} ms per step (median of epochs 2..{epochs}, {n // self.cfg.batch_size} steps each)"
+        self.say(f"{self.label}: in training " + (f"{result['ms']:.1f} ms per step (median of epochs 2..{epochs}, {n // self.cfg.batch_size} steps each); "
+                                                  f"over the bare step timed after each epoch: median {result['over_project']:.3f}"
                                                   if result else f"failed: {self.row['errors']['in_training']}"))
 
 
-def in_training(config, images, epochs):
+ROUNDS = 5  # paired rounds of the extras-off / textbook comparison (at most one per timed step)
+
+
+class _StepBeside(keras.callbacks.Callback):
+    """After every training epoch (outside its timed span: after RunLogger), the bare compiled step is timed
+    for the steps that epoch ran, with their lazy-R1 flags: the pair of the in-training comparison."""
+
+    def __init__(self, config, batch, steps_per_epoch):
+        super().__init__()
+        self.call, self.variants = timing.project_caller(config, batch, steps_per_epoch * config.epochs)
+        self.k, self.seconds = steps_per_epoch, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        flags = self.variants[epoch * self.k:(epoch + 1) * self.k]  # the discriminator steps of this epoch
+        if not self.seconds:
+            timing.warm(self.call, self.variants)
+        self.seconds.append(timing.seconds_per_call(self.call, flags, "g_loss", warm_up=False))
+
+
+def in_training(config, images, epochs, batch):
     """Milliseconds per step inside a short real training (`loop.train`): the median over epochs after the
-    first (which compiles) of stats.jsonl's `seconds`, divided by the steps per epoch."""
+    first (which compiles) of stats.jsonl's `seconds`, divided by the steps per epoch; and its ratio to the
+    bare project step on `batch`, timed after each epoch for as many steps (median of the per-epoch ratios)."""
     cfg = config.replace(epochs=epochs, metrics_every=0, guard=False, sample_every=epochs, checkpoint_every=epochs,
                          time_budget_minutes=0.0, max_images=0)
+    steps_per_epoch = len(images) // cfg.batch_size
+    beside = _StepBeside(cfg, batch, steps_per_epoch)
     with tempfile.TemporaryDirectory(prefix="covgan-bench-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the slow-backend warning of JAX on a CPU: known here
-        run_dir = loop.train(cfg, run_dir=pathlib.Path(tmp) / "run", images=images, verbose=False)
+        run_dir = loop.train(cfg, run_dir=pathlib.Path(tmp) / "run", images=images, verbose=False, callbacks=[beside])
         seconds = [row["seconds"] for row in files.read_jsonl(run_dir / "stats.jsonl")]
-    steps_per_epoch = len(images) // cfg.batch_size
-    return {"ms": 1000 * statistics.median(seconds[1:]) / steps_per_epoch, "epoch_seconds": seconds,
-            "steps_per_epoch": steps_per_epoch, "images": len(images)}
+    per_step = [s / steps_per_epoch for s in seconds]
+    return {"ms": 1000 * statistics.median(per_step[1:]), "epoch_seconds": seconds, "steps_per_epoch": steps_per_epoch, "images": len(images),
+            "bare_step_ms": [1000 * s for s in beside.seconds], "over_project": timing.median_ratio(per_step[1:], beside.seconds[1:])}
 
 
 def measure_device(spec, say=print):
