@@ -63,7 +63,7 @@ demo: install install-fid
 
 # The training path again under JAX (CPU): training, resume, losses, guard and sampling tests, and data-parallel
 # training on 2 virtual CPU devices (tests/conftest.py sets them).
-JAX_TESTS := tests/test_precision.py tests/test_step_loop.py tests/test_data_parallel.py tests/test_train.py tests/test_guard.py tests/test_sample.py tests/test_augment.py tests/test_families.py tests/test_inversion.py tests/test_runs.py
+JAX_TESTS := tests/test_precision.py tests/test_step_loop.py tests/test_data_parallel.py tests/test_train.py tests/test_guard.py tests/test_sample.py tests/test_augment.py tests/test_families.py tests/test_inversion.py tests/test_runs.py tests/test_r3gan.py
 
 test: install install-fid
 	COVGAN_SMOKE=1 $(PY) -m pytest -q tests

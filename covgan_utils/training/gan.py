@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from covgan_utils import checkpoints, sampling
+from covgan_utils.data import scaling
 from covgan_utils.nets import families
 from covgan_utils.training import augment as augment_lib
 from covgan_utils.training import losses, steps
@@ -33,7 +34,7 @@ class GAN(keras.Model):
             self.generator = families.generator_for(config)
             self.discriminator = families.discriminator_for(config)
         # the EMA generator only samples: float32, so the image of a seed does not depend on the training precision
-        self.ema_generator = families.generator_for(config, name="ema_generator") if config.ema_decay > 0 else None
+        self.ema_generator = families.generator_for(config, name="ema_generator") if losses.uses_ema(config) else None
         if self.ema_generator is not None:
             self.ema_generator.set_weights(self.generator.get_weights())
         self.policy = augment_lib.parse_policy(config.augment)
@@ -45,16 +46,17 @@ class GAN(keras.Model):
 
     def compile(self, **kwargs):
         c = self.config
-        self.d_optimizer = _optimizer(c.lr_d, c, "d_adam")
-        self.g_optimizer = _optimizer(c.lr_g, c, "g_adam")
+        self.d_optimizer = _optimizer(c.lr_d, c, "d_adam", c.batch_size, lazy_ratio(c))
+        self.g_optimizer = _optimizer(c.lr_g, c, "g_adam", c.batch_size / c.g_steps)
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.g_optimizer.build(self.generator.trainable_variables)
         super().compile(**kwargs)
 
     def sample(self, seeds, batch_size=64):
-        """Images [N, 128, 128, 1] in [-1, 1] for integer seeds, from the EMA generator when there is one."""
+        """Images [N, 128, 128, 1] in [-1, 1] for integer seeds, from the EMA generator when there is one, seen
+        through the config's scaling (`scaling.to_view`): sample grids, guard and metrics all look at these."""
         self.fresh_ema()
-        return sampling.generate(self.ema_generator or self.generator, seeds, batch_size)
+        return scaling.to_view(sampling.generate(self.ema_generator or self.generator, seeds, batch_size), self.config.scaling)
 
     def fresh_ema(self):
         """Re-estimate the EMA generator's BatchNorm statistics if training changed its weights since the
@@ -183,10 +185,52 @@ def resolved_precision(config):
     return config.replace(precision=hardware.fast_precision()) if config.precision == "auto" else config
 
 
-def _optimizer(learning_rate, config, name):
-    """Adam of the recipe; under mixed_float16 wrapped in Keras's dynamic loss scaling."""
-    adam = keras.optimizers.Adam(learning_rate, beta_1=config.beta_1, beta_2=config.beta_2, name=name)
+def lazy_ratio(config):
+    """StyleGAN2's correction for lazy regularisation every k steps, c = k / (k + 1) (1 when off)."""
+    k = config.r1_every
+    return k / (k + 1) if config.lazy_correction and losses.regularised(config) and k > 1 else 1.0
+
+
+def _optimizer(learning_rate, config, name, images_per_step, ratio=1.0):
+    """Adam of the recipe (`ScheduledAdam` where a schedule or the lazy correction changes it); under
+    mixed_float16 wrapped in Keras's dynamic loss scaling."""
+    if ratio != 1.0 or (config.schedule_kimg and (config.lr_end_ratio != 1.0 or config.beta_2_end)):
+        adam = ScheduledAdam(learning_rate, config, images_per_step, ratio, name=name)
+    else:
+        adam = keras.optimizers.Adam(learning_rate, beta_1=config.beta_1, beta_2=config.beta_2, name=name)
     return keras.optimizers.LossScaleOptimizer(adam, name=f"{name}_scaled") if config.precision == "mixed_float16" else adam
+
+
+class ScheduledAdam(keras.optimizers.Adam):
+    """Adam whose learning rate and beta_2 follow the config's schedules over images seen, read from its own
+    step counter (images seen = iterations * images_per_step), with StyleGAN2's lazy-regularisation
+    correction `ratio`: learning rate x ratio, betas ** ratio. Its variables are Adam's (checkpoints alike);
+    the learning-rate variable holds the base rate (the divergence guard scales it), each update uses it
+    times the schedule's factor and the ratio."""
+
+    def __init__(self, learning_rate, config, images_per_step, ratio=1.0, **kwargs):
+        super().__init__(learning_rate, beta_1=config.beta_1**ratio, beta_2=config.beta_2, **kwargs)
+        self.config, self.images_per_step, self.ratio = config, float(images_per_step), float(ratio)
+
+    @property
+    def beta_2(self):
+        c = getattr(self, "config", None)
+        if c is None or not (c.schedule_kimg and c.beta_2_end):
+            return self._beta_2**getattr(self, "ratio", 1.0)
+        return losses.scheduled(c, self._beta_2, c.beta_2_end, self._seen()) ** self.ratio
+
+    @beta_2.setter
+    def beta_2(self, value):
+        self._beta_2 = value
+
+    def _seen(self):
+        return keras.ops.cast(self.iterations, "float32") * self.images_per_step  # before this update
+
+    def update_step(self, gradient, variable, learning_rate):
+        c, factor = self.config, self.ratio
+        if c.schedule_kimg and c.lr_end_ratio != 1.0:
+            factor = factor * losses.scheduled(c, 1.0, c.lr_end_ratio, self._seen())
+        return super().update_step(gradient, variable, learning_rate * factor)
 
 
 def _inner(optimizer):

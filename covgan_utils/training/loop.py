@@ -14,6 +14,7 @@ import numpy as np
 from covgan_utils import checkpoints
 from covgan_utils import config as config_lib
 from covgan_utils.checkpoints import latest_checkpoint
+from covgan_utils.data import scaling
 from covgan_utils.data.dataset import training_split
 from covgan_utils.runs import latest_run, new_run_dir
 from covgan_utils.training import callbacks as callbacks_lib
@@ -125,7 +126,7 @@ def _run(config, run_dir, data_dir, resume, callbacks, images, verbose, labels):
         return run_dir
     steps_per_epoch = len(images) // config.batch_size
     all_callbacks = _callbacks(config, run_dir, gan, *compared, steps_per_epoch, initial_epoch, verbose) + list(callbacks)
-    images = np.asarray(images, np.float32)
+    images = scaling.to_training(images, config.scaling)  # float32; "paper-code": the paper's near-black [-1, -0.992]
     data = images if labels is None else (images, labels[:, None].astype(np.int32))  # [N, 128, 128, 1] (, [N, 1])
     gan.run_epochs(data, lambda epoch: epoch_order(len(images), config.batch_size, config.seed, epoch), initial_epoch, config.epochs, all_callbacks)
     return run_dir
@@ -146,7 +147,7 @@ def _checked_labels(config, images, labels):
 
 MODEL_FIELDS = (
     "arch", "latent_dim", "g_base_width", "g_widths", "d_widths", "upsample", "g_block_convs", "g_out_kernel", "spectral_norm",
-    "g_noise", "w_dim", "mapping_layers", "mbstd_group", "conditional", "classes",
+    "g_noise", "w_dim", "mapping_layers", "mbstd_group", "conditional", "classes", "blocks_per_stage", "expansion", "group_width",
 )
 
 

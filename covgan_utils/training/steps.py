@@ -13,7 +13,8 @@ and where the state lives:
   callbacks, checkpoints and the divergence guard see ordinary Keras variables.
 
 All randomness of a step is drawn at its start from the GAN's `keras.random.SeedGenerator` (`draw`),
-whose state is checkpointed, so a resumed run continues the same random streams.
+whose state is checkpointed, so a resumed run continues the same random streams. The schedules over
+images seen (`losses.progress`) read the discriminator optimizer's step counter, also checkpointed.
 
 Two ways to call a step object: `step(batch, r1_due)` runs one step on a batch (tests, the benchmark,
 callbacks that act after every batch); `step.run(data, order, d_start)` runs a whole epoch in one
@@ -44,6 +45,8 @@ def draw(gan, n):
         rand["gp_eps"] = keras.random.uniform((n, 1, 1, 1), seed=seed)  # [N, 1, 1, 1]
     rand["z_g"] = [keras.random.normal((n, c.latent_dim), seed=seed) for _ in range(c.g_steps)]
     rand["aug_g"] = [augment_lib.draw(n, gan.policy, seed) if gan.policy else None for _ in range(c.g_steps)]
+    if c.loss == "rpgan":  # the generator's steps see the real images too (pairing), freshly augmented
+        rand["aug_g_real"] = [augment_lib.draw(n, gan.policy, seed) if gan.policy else None for _ in range(c.g_steps)]
     return rand
 
 
@@ -79,8 +82,13 @@ def summed(total, logs):
 
 
 def lazy_r1(config):
-    """True when R1 runs on some steps only (lazy R1): the step then branches on the step count."""
-    return config.r1_gamma > 0 and config.r1_every > 1
+    """True when R1/R2 run on some steps only (lazy regularisation): the step then branches on the step count."""
+    return losses.regularised(config) and config.r1_every > 1
+
+
+def images_seen(optimizer, n):
+    """Images seen before this step, float32: the discriminator optimizer's step count times the batch `n`."""
+    return ops.cast(optimizer.iterations, "float32") * n
 
 
 def make_step(gan):
@@ -135,14 +143,15 @@ class TFStep:
         """One step inside `run`; lazy R1 branches on the discriminator step count."""
         c = self.gan.config
         if not lazy_r1(c):
-            return self._step(batch, r1_due=c.r1_gamma > 0)
+            return self._step(batch, r1_due=losses.regularised(c))
         due = self.tf.equal(d_step % c.r1_every, 0)
         return self.tf.cond(due, lambda: self._step(batch, r1_due=True), lambda: self._step(batch, r1_due=False))
 
     def _step(self, batch, r1_due):
         gan, c, tf = self.gan, self.gan.config, self.tf
         (real, labels), G, D = split_batch(batch), gan.generator, gan.discriminator
-        rand = draw(gan, real.shape[0])
+        n = real.shape[0]
+        rand, seen = draw(gan, n), images_seen(gan.d_optimizer, n)  # read before this step's update
 
         def d_call(images):
             return D(backend.with_label(images, labels), training=True)
@@ -155,7 +164,7 @@ class TFStep:
 
         with tf.GradientTape() as tape:
             fake = generated(G, rand["z_d"], labels)  # [N, 128, 128, 1]; fakes take the real batch's classes
-            total, (d_loss, d_real, d_fake) = losses.d_objective(c, gan.policy, d_call, input_grad, real, fake, rand, gan.augment_p, r1_due)
+            total, (d_loss, d_real, d_fake) = losses.d_objective(c, gan.policy, d_call, input_grad, real, fake, rand, gan.augment_p, r1_due, seen)
             total = scaled(gan.d_optimizer, total)
         grads = tape.gradient(total, D.trainable_variables)
         gan.d_optimizer.apply_gradients(zip(grads, D.trainable_variables))
@@ -163,17 +172,17 @@ class TFStep:
         for k in range(c.g_steps):
             with tf.GradientTape() as tape:
                 fake = generated(G, rand["z_g"][k], labels)  # [N, 128, 128, 1]
-                g_loss = losses.g_objective(c, gan.policy, d_call, fake, rand["aug_g"][k], gan.augment_p)
+                g_loss = losses.g_objective(c, gan.policy, d_call, fake, rand["aug_g"][k], gan.augment_p, real, rand.get("aug_g_real", [None] * c.g_steps)[k])
                 g_scaled = scaled(gan.g_optimizer, g_loss)
             grads = tape.gradient(g_scaled, G.trainable_variables)
             gan.g_optimizer.apply_gradients(zip(grads, G.trainable_variables))
         if gan.ema_generator is not None:
             ema = gan.ema_generator
-            for e, new in zip(ema.trainable_variables, losses.ema(c.ema_decay, ema.trainable_variables, G.trainable_variables)):
+            for e, new in zip(ema.trainable_variables, losses.ema(losses.ema_decay(c, seen, n), ema.trainable_variables, G.trainable_variables)):
                 e.assign(new)
             for e, w in zip(ema.non_trainable_variables, G.non_trainable_variables):
                 e.assign(w)
-        p, r_t = losses.ada_update(c, gan.augment_p, d_real, real.shape[0])
+        p, r_t = losses.ada_update(c, gan.augment_p, d_real, n, seen)
         gan.augment_p.assign(p)
         return losses.step_logs(d_loss, g_loss, d_real, d_fake, r_t, p)
 
@@ -273,10 +282,16 @@ class JaxStep:
         """One step inside `run`; lazy R1 branches on the discriminator step count."""
         c = self.gan.config
         if not lazy_r1(c):
-            return self._step(state, batch, r1_due=c.r1_gamma > 0)
+            return self._step(state, batch, r1_due=losses.regularised(c))
         rand, state = self._draw(state, split_batch(batch)[0].shape[0])  # outside the branches: the same draws as a single step
         step = functools.partial(self._step, batch=batch, rand=rand)
         return self.jax.lax.cond(d_step % c.r1_every == 0, functools.partial(step, r1_due=True), functools.partial(step, r1_due=False), state)
+
+    def _seen(self, optimizer_state, n):
+        """`images_seen` from the discriminator optimizer's state in this step."""
+        optimizer = self.gan.d_optimizer
+        with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_state))):
+            return images_seen(optimizer, n)
 
     def _scaled(self, optimizer, optimizer_state, loss):
         """`scaled` with the loss scale read from this step's optimizer state (not the variable's value at trace time)."""
@@ -314,12 +329,13 @@ class JaxStep:
             rand, state = self._draw(state, n)
         s = {k: list(v) for k, v in state.items()}
         p, seed_state = s["misc"]
+        seen = self._seen(s["d_opt"], n)  # before this step's update
         fake, s["g_ntv"] = G.stateless_call(s["g_tv"], s["g_ntv"], backend.with_label(rand["z_d"], labels), training=True)  # [N, 128, 128, 1]
         fake = ops.cast(fake, "float32")  # compute dtype under a mixed policy: bf16 / f16
 
         def d_total(d_tv, d_ntv):
             d_call, input_grad, holder = self._d_caller(d_tv, d_ntv, labels)
-            total, aux = losses.d_objective(c, gan.policy, d_call, input_grad, real, fake, rand, p, r1_due)
+            total, aux = losses.d_objective(c, gan.policy, d_call, input_grad, real, fake, rand, p, r1_due, seen)
             return self._scaled(gan.d_optimizer, s["d_opt"], total), (aux, holder[0])
 
         (_, ((d_loss, d_real, d_fake), s["d_ntv"])), grads = jax.value_and_grad(d_total, has_aux=True)(s["d_tv"], s["d_ntv"])
@@ -329,15 +345,16 @@ class JaxStep:
             def g_total(g_tv, g_ntv, d_ntv, k=k):
                 images, g_ntv = G.stateless_call(g_tv, g_ntv, backend.with_label(rand["z_g"][k], labels), training=True)
                 d_call, _, holder = self._d_caller(s["d_tv"], d_ntv, labels)
-                loss = losses.g_objective(c, gan.policy, d_call, ops.cast(images, "float32"), rand["aug_g"][k], p)
+                real_rand = rand.get("aug_g_real", [None] * c.g_steps)[k]
+                loss = losses.g_objective(c, gan.policy, d_call, ops.cast(images, "float32"), rand["aug_g"][k], p, real, real_rand)
                 return self._scaled(gan.g_optimizer, s["g_opt"], loss), (g_ntv, holder[0], loss)
 
             (_, (s["g_ntv"], s["d_ntv"], g_loss)), grads = jax.value_and_grad(g_total, has_aux=True)(s["g_tv"], s["g_ntv"], s["d_ntv"])
             s["g_tv"], s["g_opt"] = gan.g_optimizer.stateless_apply(s["g_opt"], grads, s["g_tv"])
         if gan.ema_generator is not None:
-            s["ema_tv"] = losses.ema(c.ema_decay, s["ema_tv"], s["g_tv"])
+            s["ema_tv"] = losses.ema(losses.ema_decay(c, seen, n), s["ema_tv"], s["g_tv"])
             s["ema_ntv"] = list(s["g_ntv"])
-        p_new, r_t = losses.ada_update(c, p, d_real, n)
+        p_new, r_t = losses.ada_update(c, p, d_real, n, seen)
         s["misc"] = [p_new, seed_state]
         return s, losses.step_logs(d_loss, g_loss, d_real, d_fake, r_t, p_new)
 
