@@ -9,7 +9,7 @@ import numpy as np
 
 from covgan_utils import config as config_lib
 from covgan_utils import runs, sampling
-from covgan_utils.data import dataset
+from covgan_utils.data import dataset, scaling
 from covgan_utils.util.files import read_jsonl
 
 
@@ -78,6 +78,22 @@ def plot_accuracy(run_dir):
     return _plot_series(run_dir, series, "accuracy", "Discriminator accuracy", ylim=(-0.02, 1.02))
 
 
+def plot_health(run_dir):
+    """Blank-image fraction and within-set MS-SSIM of a fixed sample batch per epoch (`health.jsonl`)."""
+    file = pathlib.Path(run_dir) / "health.jsonl"
+    if not file.is_file():
+        raise FileNotFoundError(f"no health.jsonl in {run_dir}: train with callbacks.HealthLog (the paper job does)")
+    rows = read_jsonl(file)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    epochs = [r["epoch"] for r in rows]
+    ax.plot(epochs, [r["blank_fraction"] for r in rows], label="blank fraction")
+    ax.plot(epochs, [r["ms_ssim"] for r in rows], label="MS-SSIM within the batch (high: collapse)")
+    ax.set(xlabel="epoch", ylabel="fraction / similarity", ylim=(-0.02, 1.02), title=f"Sample health: {pathlib.Path(run_dir).name}")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def plot_real_vs_generated(real, generated, n=16):
     """Side by side grids: real scans and generated images, both [N, 128, 128, 1] in [-1, 1]."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
@@ -100,7 +116,7 @@ def plot_run(run_dir, real=None, n=16):
     if real is None:
         _, real = dataset.training_images(config_lib.Config.load(run_dir))
     real = real[np.random.RandomState(0).permutation(len(real))[:n]]
-    generated = sampling.generate(runs.load_generator(run_dir), range(n))
+    generated = scaling.to_view(sampling.generate(runs.load_generator(run_dir), range(n)), config_lib.Config.load(run_dir).scaling)
     fig = plot_real_vs_generated(real, generated, n)
     fig.savefig(run_dir / "real_vs_generated.png", dpi=120)
     plt.close(fig)

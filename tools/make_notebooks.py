@@ -380,6 +380,100 @@ TRAIN = [
         - The other model families (`style`, `fastgan`, `conditional=True`) train through the same
           `loop.train`; on the GPU ablation of docs/RESULTS.md none beat the plain lean model.
     """),
+    md("""
+        ## The paper's own model
+
+        Everything above trains the project's recipe. This section draws the paper's own figures from
+        a run of the paper's own model: the `paper` preset (its 287.6M-parameter DCGAN, binary
+        cross-entropy, Adam 2e-4, batch 50, float32), with one generator step per discriminator step
+        ("1:1") or two ("2:1"). The paper's public code also scaled its data differently: it read the
+        PNGs as floats in [0, 1] and then applied `(x - 127.5) / 127.5`, so every scan it trained on lay
+        in [-1, -0.992], near-black. `scaling="paper-code"` reproduces that (`covgan_utils.data.scaling`):
+        the model trains on the squeezed scans, and its samples are shown, checked and scored through
+        the inverse mapping, as the paper's code would have saved them. Putting a "1:1" run beside a
+        "1:1 paper-code" run separates what the network and schedule do from what the scaling does.
+
+        The model is meant for a GPU. `tools/gpu_run.sh paper BUNDLE OUT --minutes 8` trains the
+        variants one after the other on the GPU machine (`--runs 1:1 2:1 "1:1 paper-code"` picks them;
+        the minutes are shared) and returns one tar per run with 500 samples, the per-epoch logs, the
+        sample grids and an interpolation strip (README, *Training on a GPU*). Here
+        `python -m covgan_utils paper-job-score --job OUT` unpacks them beside `OUT` and scores the
+        samples against the validation split. Set `COVGAN_PAPER_RUN` to the returned folder `OUT`
+        (or to a run folder of the `paper` preset) before starting the notebook; without it the cells
+        below say so and draw nothing.
+    """),
+    code("""
+        import os
+        from covgan_utils.studies import paper_job
+
+        paper_path = os.environ.get("COVGAN_PAPER_RUN")
+        paper_runs = paper_job.run_folders(paper_path) if paper_path else {}
+        print(f"paper runs: {', '.join(paper_runs)}" if paper_runs else "COVGAN_PAPER_RUN is not set: the paper's figures are skipped")
+        assert all((folder / "stats.jsonl").is_file() for folder in paper_runs.values())
+    """),
+    md("""
+        ### Losses and discriminator accuracy (the paper's Figs. 6 and 7)
+
+        The same curves as above, one pair per run, then the health log the paper job keeps: the share
+        of near-constant (blank) samples in a fixed batch of 32 seeds, and their mean MS-SSIM with one
+        another, after every epoch.
+    """),
+    code("""
+        for name, folder in paper_runs.items():  # each figure's title names the run's folder
+            plots.plot_losses(folder)
+            plots.plot_accuracy(folder)
+            if (folder / "health.jsonl").is_file():
+                plots.plot_health(folder)
+    """),
+    md("""
+        **How to read it.** The paper's figures show the discriminator's loss falling and its accuracy
+        on both real and generated images climbing towards 1: a discriminator that has won. Compare the
+        runs at the same epoch. A blank fraction near 1 is the paper's "black images"; an MS-SSIM far
+        above that of real scans (0.180 for the validation scans, docs/RESULTS.md) means the samples look
+        alike: mode collapse. For a "paper-code" run these numbers are measured on the samples as its
+        code would have shown them, so a collapse to black shows up here too.
+
+        ### Samples beside real scans (Figs. 5 and 8)
+
+        Sixteen training scans beside sixteen samples of each run: seeds 0..15 of its last epoch (the
+        returned `samples.npz`, or the newest checkpoint of a run folder).
+    """),
+    code("""
+        if paper_runs:
+            _, paper_real = dataset.training_images(config.Config.load(next(iter(paper_runs.values()))))
+        for name, folder in paper_runs.items():
+            paper_fake = paper_job.samples_of(folder, 16)
+            assert paper_fake.shape == (16, 128, 128, 1) and paper_fake.min() >= -1.0 and paper_fake.max() <= 1.0
+            plots.plot_real_vs_generated(paper_real[:16], paper_fake).suptitle(name, y=1.02)
+    """),
+    md("""
+        **How to read it.** Look for the three failures named above: flat dark tiles, near-identical
+        tiles, and the checkerboard texture of transposed convolutions. The montage below shows the
+        fixed-seed grid at a few epochs of each run, so one can see when a failure set in.
+    """),
+    code("""
+        for name, folder in paper_runs.items():
+            if (folder / "montage.png").is_file():
+                print(name)
+                display(Image(filename=str(folder / "montage.png")))
+    """),
+    md("""
+        ### Interpolation (Fig. 9)
+
+        Eight images on the straight line between the noise of seed 0 and seed 1, as the paper walks
+        its latent space.
+    """),
+    code("""
+        for name, folder in paper_runs.items():
+            print(name)
+            display(Image(filename=str(paper_job.interpolation_strip(folder))))
+    """),
+    md("""
+        **How to read it.** A generator that has learned a smooth map changes the lungs gradually from
+        one end to the other; one that has collapsed shows the same image all along, and a blank one a
+        row of dark tiles. The numbers behind all of this, KID and FID against the held-out scans per
+        run, are in the `scores.json` that `paper-job-score` writes.
+    """),
 ]
 
 # ---------------------------------------------------------------- 02: interpolate

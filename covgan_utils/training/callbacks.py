@@ -1,6 +1,6 @@
 """Keras callbacks of a training run: the per-epoch log (`stats.jsonl`), fixed-seed
-sample grids, checkpoints, the wall-clock budget, the progress bar, and the metrics callback
-(`metric-<name>.jsonl`, best checkpoint by KID).
+sample grids, the samples' blank fraction and diversity (`health.jsonl`), checkpoints, the wall-clock
+budget, the progress bar, and the metrics callback (`metric-<name>.jsonl`, best checkpoint by KID).
 """
 import json
 import pathlib
@@ -46,6 +46,24 @@ class SampleGrid(keras.callbacks.Callback):
         done = epoch + 1
         if done % self.every == 0 or done == self.last_epoch:
             sampling.save_grid(self.model.sample(self.seeds), self.run_dir / f"samples-{done:06d}.png")
+
+
+class HealthLog(keras.callbacks.Callback):
+    """Every `every` epochs, one line of `health.jsonl`: the blank-image fraction and the mean within-set
+    MS-SSIM (higher = more alike: collapse) of the samples of fixed `seeds`, as `model.sample` shows them
+    (through the run's scaling)."""
+
+    def __init__(self, run_dir, seeds=range(10_100, 10_132), every=1, pairs=64):
+        super().__init__()
+        self.file, self.seeds, self.every, self.pairs = pathlib.Path(run_dir) / "health.jsonl", list(seeds), max(1, int(every)), pairs
+        quality.require("ms_ssim", "seed", len(self.seeds), "pass two or more seeds")
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        if done % self.every == 0:
+            images = np.asarray(self.model.sample(self.seeds), np.float32)  # [n, 128, 128, 1] in [-1, 1]
+            row = {"epoch": done, "blank_fraction": quality.blank_fraction(images), "ms_ssim": quality.ms_ssim(images, pairs=self.pairs)["mean"]}
+            append_jsonl(self.file, {**row, "n": len(images)})
 
 
 class Checkpointer(keras.callbacks.Callback):
