@@ -44,6 +44,7 @@ def test_guard_trips_rolls_back_and_training_continues(tmp_path, blob_images, ac
     run = loop.train(cfg, tmp_path / "run", images=blob_images, callbacks=[Inject(2, action)], verbose=False)
     trips = [json.loads(line) for line in open(run / "guard.jsonl")]
     assert trips[0]["epoch"] == 2 and reason in trips[0]["reason"] and trips[0]["rolled_back_to"] == 1
+    assert trips[0]["action"] == "rolled back"
     assert trips[0]["lr_g"] == pytest.approx(cfg.lr_g * cfg.guard_lr_factor)
     assert [json.loads(line)["epoch"] for line in open(run / "stats.jsonl")] == [1, 2, 3, 4]  # it went on
     final = np.load(run / "checkpoint-000004.npz")
@@ -72,3 +73,20 @@ def test_rollback_skips_checkpoints_saved_while_the_failure_was_visible(tmp_path
     assert guard.rollback_target(tmp_path, 5).name == "checkpoint-000010.npz"  # nothing older kept: the oldest
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         guard.rollback_target(tmp_path / "missing", 5)
+
+
+def test_watch_only_records_every_trip_but_neither_rolls_back_nor_stops(tmp_path, blob_images):
+    cfg = config.get_preset(
+        "smoke", epochs=5, guard=True, guard_watch=True, guard_warmup=1, guard_patience=2, guard_max_trips=1,
+        g_base_width=64, g_widths=(32, 16, 16, 8, 8),
+    )
+    run = loop.train(cfg, tmp_path / "run", images=blob_images, callbacks=[Inject([2, 3, 4, 5], _collapse)], verbose=False)
+    trips = [json.loads(line) for line in open(run / "guard.jsonl")]
+    assert [t["epoch"] for t in trips] == [3, 5]  # the streak starts again after each recorded trip
+    assert all("collapse" in t["reason"] and "MS-SSIM" in t["reason"] for t in trips)
+    assert {t["action"] for t in trips} == {"recorded"} and {t["rolled_back_to"] for t in trips} == {None}
+    assert [t["lr_g"] for t in trips] == pytest.approx([cfg.lr_g] * 2)  # the learning rates are left alone
+    assert [json.loads(line)["epoch"] for line in open(run / "stats.jsonl")] == [1, 2, 3, 4, 5]  # past guard_max_trips
+    g = families.generator_for(cfg)
+    checkpoints.assign_group(g.variables, np.load(run / "checkpoint-000005.npz"), "g", "final")
+    assert np.abs(g.get_layer("project").kernel.numpy()).sum() == 0  # the broken weights were kept: no rollback

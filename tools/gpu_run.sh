@@ -14,6 +14,16 @@
 #       on the one GPU (`ablation run --study families`), for M minutes of wall time per seed; then the
 #       finished cells are slimmed to their float16 generators (`ablation slim`) and the run folders come
 #       back as OUT_DIR/ablation.tar.gz.part-NN (15 MB pieces: `cat ablation.tar.gz.part-* | tar -xz`).
+#   tools/gpu_run.sh paper BUNDLE_DIR OUT_DIR [--minutes 8] [--runs RUN [RUN ...]] [--n-samples 500] [--grid-every 10] [--epochs N]
+#       on the GPU machine: the paper's own model (preset `paper`, float32) in each variant RUN ("1:1", "2:1",
+#       "1:1 paper-code"; default 1:1 and "1:1 paper-code"), one after the other, sharing the minutes
+#       (`paper-job`); OUT_DIR gets one tar per run (samples, per-epoch logs, grids, interpolation) and job.json.
+#   tools/gpu_run.sh select BUNDLE_DIR OUT_DIR --minutes M [--stage1-minutes S] [--candidates NAME ...] [--n-samples 500] [--root DIR] [--continue]
+#       on the GPU machine: the two-stage selection (`select run`): every candidate at once for S minutes (the
+#       guard watching only), the leader by the fixed rule on domain features, then the leader alone for the
+#       rest of the M minutes; OUT_DIR gets selection.json, job.json, the leader's generator and
+#       selection.tar.gz.part-NN. --continue (`select continue`), in a call made at once on the same machine,
+#       gives the leader M more minutes; score either here with `python -m covgan_utils select score OUT_DIR`.
 #
 # $PYTHON picks the interpreter (prepare: .venv/bin/python when present, else python3; run: python3).
 set -euo pipefail
@@ -29,6 +39,9 @@ usage() {
 usage: tools/gpu_run.sh prepare [BUNDLE_DIR] [--python-version 3.12] [--data DIR]
        tools/gpu_run.sh run BUNDLE_DIR OUT_DIR [--preset gpu] [--minutes 8] [--epochs N] [--n-eval 500] [--devices all]
        tools/gpu_run.sh ablation BUNDLE_DIR OUT_DIR --minutes M [--seeds 0 [1 ...]] [--rows ROW [ROW ...]]
+       tools/gpu_run.sh paper BUNDLE_DIR OUT_DIR [--minutes 8] [--runs RUN [RUN ...]] [--n-samples 500] [--grid-every 10] [--epochs N]
+       tools/gpu_run.sh select BUNDLE_DIR OUT_DIR --minutes M [--stage1-minutes S] [--stage2-minutes T]
+                                [--candidates NAME ...] [--n-samples 500] [--root DIR] [--reserve-minutes 1] [--continue]
 EOF
     [ $# -gt 0 ] && echo "error: $*" >&2
     exit 2
@@ -109,6 +122,52 @@ setup_bundle() {
     echo "KERAS_BACKEND=$KERAS_BACKEND, $("$py" --version), wheels in $prefix"
 }
 
+paper() {
+    [ $# -ge 2 ] || usage "paper needs BUNDLE_DIR and OUT_DIR"
+    case "$1$2" in -*) usage "paper needs BUNDLE_DIR and OUT_DIR before options" ;; esac
+    local bundle="$1" out="$2" job=() runs=() in_runs=0 py
+    shift 2
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --minutes|--n-samples|--grid-every|--epochs|--preset|--work-dir) need_value "$1" $#; job+=("$1" "$2"); in_runs=0; shift 2 ;;
+            --runs) in_runs=1; shift ;;
+            -h|--help) usage ;;
+            -*) usage "unknown option $1" ;;
+            *) [ $in_runs -eq 1 ] || usage "unexpected argument $1"; runs+=("$1"); shift ;;
+        esac
+    done
+    [ $in_runs -eq 0 ] || [ ${#runs[@]} -gt 0 ] || usage "--runs needs at least one RUN"
+    [ ${#runs[@]} -eq 0 ] || job+=(--runs "${runs[@]}")
+    setup_bundle "$bundle" "$out"
+    "$py" -m covgan_utils paper-job --data "$bundle/covid-ct.npz" --out "$out" "${job[@]}"
+}
+
+selection() {  # `select` is a bash keyword
+    [ $# -ge 2 ] || usage "select needs BUNDLE_DIR and OUT_DIR"
+    case "$1$2" in -*) usage "select needs BUNDLE_DIR and OUT_DIR before options" ;; esac
+    local bundle="$1" out="$2" job=() candidates=() in_list=0 action=run minutes="" first_call_only="" py
+    shift 2
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --minutes) need_value "$1" $#; minutes="$2"; job+=("$1" "$2"); in_list=0; shift 2 ;;
+            --stage1-minutes|--stage2-minutes|--n-samples) need_value "$1" $#; first_call_only="$1"; job+=("$1" "$2"); in_list=0; shift 2 ;;
+            --root|--reserve-minutes) need_value "$1" $#; job+=("$1" "$2"); in_list=0; shift 2 ;;
+            --candidates) first_call_only="$1"; in_list=1; shift ;;
+            --continue) action=continue; in_list=0; shift ;;
+            -h|--help) usage ;;
+            -*) usage "unknown option $1" ;;
+            *) [ $in_list -eq 1 ] || usage "unexpected argument $1"; candidates+=("$1"); shift ;;
+        esac
+    done
+    [ -n "$minutes" ] || usage "select needs --minutes"
+    [ "$action" = run ] || [ -z "$first_call_only" ] || usage "$first_call_only belongs to the first call, not to --continue"
+    [ $in_list -eq 0 ] || [ ${#candidates[@]} -gt 0 ] || usage "--candidates needs at least one NAME"
+    [ ${#candidates[@]} -eq 0 ] || job+=(--candidates "${candidates[@]}")
+    setup_bundle "$bundle" "$out"
+    export XLA_PYTHON_CLIENT_PREALLOCATE=false  # stage 1: every candidate's process shares the one GPU
+    "$py" -m covgan_utils select "$action" --data "$bundle/covid-ct.npz" --out "$out" "${job[@]}"
+}
+
 ablation() {
     [ $# -ge 2 ] || usage "ablation needs BUNDLE_DIR and OUT_DIR"
     case "$1$2" in -*) usage "ablation needs BUNDLE_DIR and OUT_DIR before options" ;; esac
@@ -168,6 +227,8 @@ case "$command" in
     prepare) prepare "$@" ;;
     run) run "$@" ;;
     ablation) ablation "$@" ;;
+    paper) paper "$@" ;;
+    select) selection "$@" ;;
     -h|--help) usage ;;
-    *) usage "unknown command $command (prepare, run or ablation)" ;;
+    *) usage "unknown command $command (prepare, run, ablation, paper or select)" ;;
 esac

@@ -1,6 +1,7 @@
 """Ablation studies at equal compute. `remedies`: the paper recipe, the paper recipe plus one remedy at
 a time, and `best`. `families`: the model families (lean `best`, + noise inputs, style-based,
 FastGAN-style), each with and without class conditioning and with DiffAugment or the full ADA pipeline.
+`selection-cpu`: the families at CPU size with the guard watching only, screened by `studies.selection`.
 
 Every row trains for the same wall-clock budget on the same machine, for each seed, into
 `<root>/<row>-s<seed>/` (resumable: finished runs are skipped). `evaluate` scores each run against the
@@ -60,7 +61,25 @@ FAMILIES = {  # row name -> (preset, changes): the `best` training recipe on eve
 }
 
 
-STUDIES = {"remedies": REMEDIES, "families": FAMILIES}
+WATCH_ONLY = {"guard": True, "guard_watch": True}  # the guard records trips but stops no row: every row keeps its budget
+
+
+SELECTION_CPU = {  # row name -> (preset, changes): the GPU selection's candidates at CPU size (`selection.cpu_screen`)
+    name: (preset, {**changes, **WATCH_ONLY})
+    for name, (preset, changes) in {
+        "cpu lean": ("best", {}),
+        "cpu lean rpgan": ("best", {"loss": "rpgan"}),
+        "cpu r3gan": ("r3gan", {}),
+        "cpu style-ada": ("style-ada", {}),
+    }.items()
+    if preset in config_lib.PRESETS and changes.get("loss", "bce") in config_lib.LOSSES  # those this version has
+}
+
+
+STUDIES = {"remedies": REMEDIES, "families": FAMILIES, "selection-cpu": SELECTION_CPU}
+
+
+PRESET_STUDIES = ("families", "selection-cpu")  # studies whose rows are (preset, changes)
 
 
 COLUMNS = (  # (header, path into an evaluate report's "generated" block, format)
@@ -94,7 +113,7 @@ def slug(row):
 
 
 def study_of(row):
-    """Name of the study a row belongs to ("remedies" or "families")."""
+    """Name of the study a row belongs to ("remedies", "families" or "selection-cpu")."""
     for name, rows in STUDIES.items():
         if row in rows:
             return name
@@ -103,9 +122,10 @@ def study_of(row):
 
 def row_config(row, seed, minutes, arch="paper", base="paper"):
     """Config of one ablation cell, run for `minutes` of wall time: a remedies row is `base` preset + remedy
-    (model `arch`), a families row its preset + changes."""
-    if study_of(row) == "families":
-        preset, changes = FAMILIES[row]
+    (model `arch`), a families or selection-cpu row its preset + changes."""
+    study = study_of(row)
+    if study in PRESET_STUDIES:
+        preset, changes = STUDIES[study][row]
         cfg = config_lib.get_preset(preset, **changes)
     elif REMEDIES[row] is None:
         cfg = config_lib.get_preset("best").replace(arch="paper") if arch == "paper" else config_lib.get_preset("best")
@@ -210,7 +230,7 @@ def evaluate(run_dirs, n=500, data_dir=None, val=None, train_images=None, featur
     """
     val, train_images = _split(data_dir, val, train_images)
     for run_dir in map(pathlib.Path, run_dirs):
-        families = study_of(files.read_json(run_dir / "done.json", RERUN)["row"]) == "families"
+        families = study_of(files.read_json(run_dir / "done.json", RERUN)["row"]) in PRESET_STUDIES
         grid = run_dir / "samples-final.png" if features == "domain" or families else None
         _score(run_dir, "latest", n, features, val, train_images, run_dir / report_name(features), grid, memorise=families)
 
@@ -231,7 +251,7 @@ def curve_table(run_dir, features="domain"):
     lines = ["| epoch | " + " | ".join(c[0] for c in columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for epoch, file in found:
         generated = files.read_json(file, RERUN)["generated"]
-        lines.append(f"| {epoch} | " + " | ".join(_cell(generated, keys, fmt) for _, keys, fmt in columns) + " |")
+        lines.append(f"| {epoch} | " + " | ".join(cell(generated, keys, fmt) for _, keys, fmt in columns) + " |")
     return "\n".join(lines)
 
 
@@ -260,7 +280,8 @@ def _get(report, keys):
     return float(value)
 
 
-def _cell(report, keys, fmt):
+def cell(report, keys, fmt):
+    """One table cell: the value at `keys` of a report block in `fmt`, or n/a."""
     try:
         return fmt.format(_get(report, keys))
     except (KeyError, TypeError):
@@ -272,7 +293,7 @@ def table(root, floor=None, features="domain", study="remedies"):
     root = pathlib.Path(root)
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; choose from {', '.join(STUDIES)}")
-    columns = FAMILY_COLUMNS if study == "families" else COLUMNS if features == "domain" else INCEPTION_COLUMNS
+    columns = FAMILY_COLUMNS if study in PRESET_STUDIES else COLUMNS if features == "domain" else INCEPTION_COLUMNS
     cells = {}
     for done_file in sorted(root.glob("*/done.json")):
         eval_file = done_file.parent / report_name(features)
@@ -291,7 +312,7 @@ def table(root, floor=None, features="domain", study="remedies"):
         values.append("; ".join(sorted({d["hardware"] for d, _ in runs})))
         lines.append(f"| {row} | " + " | ".join(values) + " |")
     if floor is not None:
-        lines.append("| real train vs val (floor) | | | | " + " | ".join(_cell(floor, keys, fmt) for _, keys, fmt in columns) + " | |")
+        lines.append("| real train vs val (floor) | | | | " + " | ".join(cell(floor, keys, fmt) for _, keys, fmt in columns) + " | |")
     return "\n".join(lines)
 
 

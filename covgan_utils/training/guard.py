@@ -1,5 +1,9 @@
 """Divergence guard: detect non-finite losses, blank samples, a pinned discriminator and mode collapse;
-roll back to the last good checkpoint, lower the learning rates, continue, and record every trip."""
+roll back to the last good checkpoint, lower the learning rates, continue, and record every trip.
+
+With `Config.guard_watch` the guard only watches: every trip is recorded in guard.jsonl
+(`"action": "recorded"`) but the run is neither rolled back, nor slowed, nor stopped, so runs compared
+at equal compute keep their whole budget."""
 import json
 import pathlib
 
@@ -11,7 +15,8 @@ from covgan_utils.metrics import quality
 
 
 class DivergenceGuard(keras.callbacks.Callback):
-    """Checks every epoch; on a trip: log to guard.jsonl, restore the newest checkpoint, scale the LRs, continue."""
+    """Checks every epoch; on a trip: log to guard.jsonl, restore the newest checkpoint, scale the LRs, continue
+    (watch-only: log, reset the streaks, continue)."""
 
     def __init__(self, run_dir, config, real_images, n_samples=16):
         super().__init__()
@@ -23,7 +28,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         self.offset = 0  # epochs run minus the age of the weights (grows on every rollback)
 
     def on_train_begin(self, logs=None):
-        if checkpoints.latest_checkpoint(self.run_dir) is None:  # always something to roll back to
+        if not self.config.guard_watch and checkpoints.latest_checkpoint(self.run_dir) is None:  # always something to roll back to
             self.model.save_checkpoint(self.run_dir / "checkpoint-000000.npz", 0)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -52,8 +57,27 @@ class DivergenceGuard(keras.callbacks.Callback):
         return None
 
     def trip(self, done, reason):
-        c = self.config
         self.trips += 1
+        if self.config.guard_watch:
+            self.record(done, reason)
+        else:
+            self.roll_back(done, reason)
+
+    def record(self, done, reason):
+        """Watch-only trip: log it and reset the streaks (the next trip needs `guard_patience` more bad epochs)."""
+        self.streak = {k: 0 for k in self.streak}
+        self.log({"epoch": done, "reason": reason, "action": "recorded", "rolled_back_to": None, "checkpoint": None})
+        print(f"guard: {reason} after epoch {done}; recorded (watch only)")
+
+    def log(self, row):
+        """Append one trip to guard.jsonl, with the learning rates in force and the trip count."""
+        row.update(lr_g=float(self.model.g_optimizer.learning_rate.numpy()), lr_d=float(self.model.d_optimizer.learning_rate.numpy()), trip=self.trips)
+        with open(self.run_dir / "guard.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def roll_back(self, done, reason):
+        """Restore the last checkpoint before the failure showed, scale the learning rates, log; stop after `guard_max_trips`."""
+        c = self.config
         bad_epochs = max(self.streak.values()) or 1  # epochs the failure has been visible
         checkpoint = rollback_target(self.run_dir, done - bad_epochs)
         restored = self.model.load_checkpoint(checkpoint)
@@ -62,13 +86,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         self.model.g_optimizer.learning_rate.assign(c.lr_g * factor)
         self.model.d_optimizer.learning_rate.assign(c.lr_d * factor)
         self.streak = {k: 0 for k in self.streak}
-        row = {
-            "epoch": done, "reason": reason, "rolled_back_to": restored, "checkpoint": checkpoint.name,
-            "lr_g": float(self.model.g_optimizer.learning_rate.numpy()), "lr_d": float(self.model.d_optimizer.learning_rate.numpy()),
-            "trip": self.trips,
-        }
-        with open(self.run_dir / "guard.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        self.log({"epoch": done, "reason": reason, "action": "rolled back", "rolled_back_to": restored, "checkpoint": checkpoint.name})
         print(f"guard: {reason} after epoch {done}; rolled back to epoch {restored}, lr x{c.guard_lr_factor}")
         if self.trips >= c.guard_max_trips:
             print(f"guard: {self.trips} trips, stopping the run")
