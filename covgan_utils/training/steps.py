@@ -132,12 +132,12 @@ class TFStep:
 
     def _run(self, data, order, d_start):
         tf = self.tf
-        zeros = {k: tf.zeros((), "float32") for k in losses.LOG_KEYS}  # the step is traced once, in the loop body
+        first = self._one(take(data, order[0]), d_start)
 
         def body(i, total):
             return i + 1, summed(total, self._one(take(data, order[i]), d_start + tf.cast(i, "int64")))
 
-        return tf.while_loop(lambda i, _: i < tf.shape(order)[0], body, (tf.constant(0), zeros))[1]
+        return tf.while_loop(lambda i, _: i < tf.shape(order)[0], body, (tf.constant(1), first))[1]
 
     def _one(self, batch, d_step):
         """One step inside `run`; lazy R1 branches on the discriminator step count."""
