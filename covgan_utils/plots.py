@@ -9,7 +9,7 @@ import numpy as np
 
 from covgan_utils import config as config_lib
 from covgan_utils import runs, sampling
-from covgan_utils.data import dataset, scaling
+from covgan_utils.data import dataset
 from covgan_utils.util.files import read_jsonl
 
 
@@ -116,7 +116,7 @@ def plot_run(run_dir, real=None, n=16):
     if real is None:
         _, real = dataset.training_images(config_lib.Config.load(run_dir))
     real = real[np.random.RandomState(0).permutation(len(real))[:n]]
-    generated = scaling.to_view(sampling.generate(runs.load_generator(run_dir), range(n)), config_lib.Config.load(run_dir).scaling)
+    generated = sampling.generate(runs.load_generator(run_dir), range(n))  # through the run's scaling
     fig = plot_real_vs_generated(real, generated, n)
     fig.savefig(run_dir / "real_vs_generated.png", dpi=120)
     plt.close(fig)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from covgan_utils import checkpoints
-from covgan_utils.data import decoding
+from covgan_utils.data import decoding, scaling
 from covgan_utils.nets import stylegan
 from covgan_utils.util import fields, files
 
@@ -93,8 +93,8 @@ def blended_class(generator, label_a, label_b, t):
 
 
 def generate_from_noise(generator, z, batch_size=64, label=None, truncation=1.0):
-    """Run the generator on noise [N, latent] -> images [N, 128, 128, 1] in [-1, 1] (clipped: the style
-    family's output is linear). `label`: class index for conditional generators; `truncation` psi < 1
+    """Run the generator on noise [N, latent] -> images [N, 128, 128, 1] in [-1, 1] (seen through the
+    generator's `output_scaling`, then clipped: the style family's output is linear). `label`: class index for conditional generators; `truncation` psi < 1
     pulls the style family's w towards its average (truncation trick)."""
     labels = labels_for(generator, len(z), label)
     if truncation != 1.0:
@@ -103,6 +103,7 @@ def generate_from_noise(generator, z, batch_size=64, label=None, truncation=1.0)
         out = stylegan.truncated_images(generator, z, truncation, labels, batch_size)
     else:
         out = np.concatenate([np.asarray(generator(_inputs(z, labels, i, batch_size), training=False)) for i in range(0, len(z), batch_size)])
+    out = scaling.to_view(out, getattr(generator, "output_scaling", "full"))  # [N, 128, 128, 1]
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 

@@ -305,7 +305,11 @@ def test_losses_are_finite_and_order_real_above_fake(loss):
     good = float(_np(losses.discriminator_loss(loss, real, fake)))
     bad = float(_np(losses.discriminator_loss(loss, fake, real)))
     assert np.isfinite(good) and np.isfinite(bad) and good < bad
-    assert float(_np(losses.generator_loss(loss, real))) < float(_np(losses.generator_loss(loss, fake)))
+    paired = np.zeros((4, 1), np.float32) if loss == "rpgan" else None  # rpgan pairs each sample with a real image
+    assert float(_np(losses.generator_loss(loss, real, paired))) < float(_np(losses.generator_loss(loss, fake, paired)))
+    if loss == "rpgan":
+        with pytest.raises(ValueError, match="pass d_real"):
+            losses.generator_loss(loss, real)
 
 
 def test_ada_moves_p_towards_the_target():

@@ -1,8 +1,9 @@
 """The paper code's scaling of the training data (`covgan_utils.data.scaling`), on real scans, and its use in training."""
 import numpy as np
 import pytest
+from PIL import Image
 
-from covgan_utils import config, sampling
+from covgan_utils import cli, config, runs, sampling
 from covgan_utils.data import dataset, scaling
 from covgan_utils.training import gan as gan_lib
 from covgan_utils.training import loop
@@ -66,11 +67,33 @@ def test_unknown_scaling_is_a_one_line_error():
             fn(np.zeros((1, 128, 128, 1), np.float32), "paper")
 
 
+def raw_outputs(generator, seeds):
+    """The generator's own outputs [N, 128, 128, 1] for integer seeds, before any view."""
+    z = sampling.noise_for_seeds(list(seeds), sampling.latent_dim_of(generator))  # [N, latent]
+    return np.asarray(generator(z, training=False))
+
+
 def test_a_paper_code_gan_shows_its_samples_through_the_view():
     """GAN.sample, which the sample grids, the guard and the metric callbacks look at, views the raw outputs."""
     squeezed, full = (gan_lib.GAN(config.get_preset("smoke", scaling=name)) for name in ("paper-code", "full"))
-    np.testing.assert_array_equal(squeezed.sample(range(4)), scaling.to_view(sampling.generate(squeezed.generator, range(4)), "paper-code"))
-    np.testing.assert_array_equal(full.sample(range(4)), sampling.generate(full.generator, range(4)))
+    assert squeezed.generator.output_scaling == "paper-code" and full.generator.output_scaling == "full"
+    viewed = np.clip(scaling.to_view(raw_outputs(squeezed.generator, range(4)), "paper-code"), -1, 1)
+    np.testing.assert_allclose(squeezed.sample(range(4)), viewed, atol=1e-6)
+    np.testing.assert_allclose(full.sample(range(4)), np.clip(raw_outputs(full.generator, range(4)), -1, 1), atol=1e-6)
+
+
+def test_a_paper_code_run_is_viewed_wherever_it_is_loaded(tmp_path, blob_images):
+    """A run folder's generator, as `sample`, the release and every study load it, shows its outputs through
+    the run's scaling, so a paper-code run's PNGs are not near-black."""
+    run_dir = loop.train(config.get_preset("smoke", scaling="paper-code", epochs=1), tmp_path / "run", images=blob_images, verbose=False)
+    generator = runs.load_generator(run_dir)
+    assert generator.output_scaling == "paper-code"
+    viewed = np.clip(scaling.to_view(raw_outputs(generator, [6]), "paper-code"), -1, 1)[0]  # [128, 128, 1]
+    assert cli.main(["sample", "--run", str(run_dir), "--n", "1", "--out", str(tmp_path / "s"), "--seed", "6"]) == 0
+    png = np.asarray(Image.open(tmp_path / "s" / "seed6.png")) / 127.5 - 1.0  # [128, 128]
+    np.testing.assert_allclose(png, viewed[..., 0], atol=1 / 127.5 + 1e-6)
+    runs.export_release(run_dir, release_dir=tmp_path / "release")
+    assert runs.load_release(tmp_path / "release").output_scaling == "paper-code"
 
 
 def test_training_feeds_the_scaled_images_and_records_the_scaling(tmp_path, blob_images, monkeypatch):

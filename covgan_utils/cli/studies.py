@@ -58,7 +58,7 @@ def add_commands(subparsers):
     p.add_argument("--minutes", type=positive_float, default=8.0, help="training wall-clock budget shared equally by the runs (default 8)")
     p.add_argument("--preset", default="paper", help="training preset (default paper)")
     p.add_argument("--epochs", type=positive_int, help="at most this many epochs per run (default: the preset's)")
-    p.add_argument("--n-samples", type=whole(8, 700), default=500, help="samples of each run's last epoch that come back (default 500)")
+    p.add_argument("--n-samples", type=whole(8), default=500, help="samples of each run's last epoch that come back, at most 700 (default 500)")
     p.add_argument("--grid-every", type=positive_int, default=10, help="a fixed-seed sample grid every N epochs (default 10)")
     p.add_argument("--work-dir", help="folder of the run folders and their checkpoints (default: a new folder under /tmp)")
     p = command(subparsers, "paper-job-score", cmd_paper_job_score, "unpack a returned paper-job folder, score each run's samples against the validation split")
@@ -229,7 +229,8 @@ def cmd_gpu_job(args):
 def cmd_paper_job(args):
     from covgan_utils.studies import paper_job
 
-    paper_job.parse_runs(args.runs)  # a bad run name is refused before the output folder is made
+    paper_job.parse_runs(args.runs)  # a bad run name, budget or sample count is refused before the output folder is made
+    paper_job.check_job(args.minutes, args.n_samples)
     output(args.out, "dir", data=args.data)
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
     out = paper_job.run_paper_job(args.data, args.out, runs=args.runs, minutes=args.minutes, preset=args.preset, n_samples=args.n_samples,

@@ -18,7 +18,14 @@ def class_count(config):
 
 
 def generator_for(config, name=None):
-    """The generator a config describes (any family)."""
+    """The generator a config describes (any family), its `output_scaling` set to the config's scaling
+    (`sampling` shows its outputs through `scaling.to_view`)."""
+    generator = _build_generator(config, name)
+    generator.output_scaling = config.scaling
+    return generator
+
+
+def _build_generator(config, name):
     k = class_count(config)
     if config.arch == "style":
         return stylegan.build_style_generator(config.latent_dim, config.w_dim, config.mapping_layers, config.g_widths, k, name=name or "style_generator")

@@ -38,7 +38,7 @@ def run_job(data_file, out_dir, preset="gpu", minutes=DEFAULT_MINUTES, run_dir=N
         raise ValueError(f"n_eval must be at least 8 (KID needs them), got {n_eval}")
     config = _job_config(preset, minutes, epochs).replace(devices=devices)
     data_file = sources.find_data_dir(data_file)
-    out_dir = _empty_out_dir(out_dir)
+    out_dir = empty_folder(out_dir)
     started = time.time()
     run_dir = pathlib.Path(loop.train(config, run_dir, data_dir=data_file, verbose=verbose))
     train_seconds = time.time() - started
@@ -53,12 +53,13 @@ def run_job(data_file, out_dir, preset="gpu", minutes=DEFAULT_MINUTES, run_dir=N
     return check_outputs(out_dir)
 
 
-def _empty_out_dir(out_dir):
-    out_dir = pathlib.Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ValueError(f"output folder {out_dir} is not empty; choose a new --out folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir
+def empty_folder(folder, flag="--out"):
+    """`folder`, made when missing; a one-line ValueError naming `flag` when it holds anything."""
+    folder = pathlib.Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ValueError(f"{flag} {folder} is not empty; choose a new folder or remove it")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _job_config(preset, minutes, epochs):

@@ -101,7 +101,8 @@ def run_config(preset, spec, minutes, grid_every, overrides=None):
     return config.replace(checkpoint_every=config.epochs, keep_checkpoints=1)
 
 
-def _check_job(minutes, n_samples):
+def check_job(minutes, n_samples):
+    """A one-line ValueError for a budget or sample count the job cannot take."""
     if minutes is None or not minutes > 0:
         raise ValueError(f"minutes must be positive, got {minutes}")
     if not 8 <= n_samples <= MAX_SAMPLES:
@@ -116,11 +117,11 @@ def run_paper_job(data_file, out_dir, runs=DEFAULT_RUNS, minutes=DEFAULT_MINUTES
     `overrides`: Config fields changed for every run (e.g. a smaller model for a test); `work_dir`: where the
     run folders (with their checkpoint) go, default a new folder under the temporary directory."""
     specs = parse_runs(runs)
-    _check_job(minutes, n_samples)
+    check_job(minutes, n_samples)
     per_run = minutes / len(specs)
     configs = [run_config(preset, spec, per_run, grid_every, overrides) for spec in specs]  # every config checked before training
     data_file = sources.find_data_dir(data_file)
-    out_dir = gpu_job._empty_out_dir(out_dir)
+    out_dir = gpu_job.empty_folder(out_dir)
     work_dir = pathlib.Path(work_dir) if work_dir else pathlib.Path(tempfile.mkdtemp(prefix="covgan-paper-"))
     job = {**hardware.device_info(), "preset": preset, "precision": configs[0].precision, "minutes": minutes, "minutes_per_run": round(per_run, 3),
            "n_samples": n_samples, "grid_every": grid_every, "data": pathlib.Path(data_file).name, "runs": []}
@@ -153,10 +154,10 @@ def pack_run(run_dir, tar_file, n_samples=500, strip_seeds=(0, 1), strip_steps=8
     PACKED files of it into one uncompressed `tar_file` (the PNGs and the .npz are compressed already)."""
     run_dir = pathlib.Path(run_dir)
     scale = config_lib.Config.load(run_dir).scaling
-    generator = runs_lib.load_generator(run_dir)
-    images = scaling.to_view(sampling.generate(generator, range(n_samples)), scale)  # [N, 128, 128, 1] in [-1, 1]
+    generator = runs_lib.load_generator(run_dir)  # shows its outputs through its scaling (`sampling`)
+    images = sampling.generate(generator, range(n_samples))  # [N, 128, 128, 1] in [-1, 1]
     save_samples(run_dir / "samples.npz", images, scale)
-    strip = scaling.to_view(sampling.interpolate(generator, *strip_seeds, steps=strip_steps), scale)  # [K, 128, 128, 1]
+    strip = sampling.interpolate(generator, *strip_seeds, steps=strip_steps)  # [K, 128, 128, 1]
     sampling.save_strip(strip, run_dir / "interpolation.png")
     grids = sorted(run_dir.glob("samples-*.png"))
     if grids:
@@ -256,8 +257,7 @@ def samples_of(folder, n=16):
     folder = pathlib.Path(folder)
     if (folder / "samples.npz").is_file():
         return load_samples(folder)[:n]
-    scale = config_lib.Config.load(folder).scaling
-    return scaling.to_view(sampling.generate(runs_lib.load_generator(folder), range(n)), scale)
+    return sampling.generate(runs_lib.load_generator(folder), range(n))
 
 
 def interpolation_strip(folder, seeds=(0, 1), steps=8):

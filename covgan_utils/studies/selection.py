@@ -285,7 +285,7 @@ def run_selection(data_file, out_dir, minutes, stage1_minutes=None, names=None, 
     started = time.time()
     chosen, stage1_minutes = check_plan(names, minutes, stage1_minutes, n_samples, candidates)
     data_file = sources.find_data_dir(data_file)
-    root, out_dir = _empty_folder(root or DEFAULT_ROOT, "--root"), _empty_folder(out_dir, "--out")
+    root, out_dir = gpu_job.empty_folder(root or DEFAULT_ROOT, "--root"), gpu_job.empty_folder(out_dir, "--out")
     val, _ = real_sets(data_file, val)
     state = {"rule": RULE, "constants": {"blank_limit": BLANK_LIMIT, "collapse_margin": COLLAPSE_MARGIN, "tie_stds": TIE_STDS},
              "features": "domain", "n_samples": n_samples, "root": str(root.resolve()), "data": str(data_file), "candidates": {}, "stages": []}
@@ -357,7 +357,7 @@ def continue_leader(out_dir, minutes, root=None, data_file=None, reserve_minutes
     if not run_dir.is_dir() or not list(run_dir.glob("checkpoint-[0-9]*.npz")):
         raise FileNotFoundError(f"the leader's run folder {run_dir} is gone: {gone}")
     data_file = sources.find_data_dir(data_file or state["data"])
-    out_dir = _empty_folder(out_dir, "--out")
+    out_dir = gpu_job.empty_folder(out_dir, "--out")
     val, _ = real_sets(data_file, val)
     count = sum(s["name"].startswith("continue") for s in state["stages"]) + 1
     _leader_stage(state, root, f"continue {count}", minutes - _minutes(started) - reserve_minutes, data_file, val)
@@ -631,15 +631,6 @@ def cpu_screen(root=None, candidates=None, minutes=30.0, seeds=(0,), data_dir=No
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def _empty_folder(folder, flag):
-    """`folder`, made when missing; a one-line ValueError when it holds anything."""
-    folder = pathlib.Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise ValueError(f"{flag} {folder} is not empty; choose a new folder or remove it")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def _staging(root):

@@ -11,7 +11,6 @@ import keras
 import numpy as np
 
 from covgan_utils import checkpoints, sampling
-from covgan_utils.data import scaling
 from covgan_utils.nets import families
 from covgan_utils.training import augment as augment_lib
 from covgan_utils.training import losses, steps
@@ -54,9 +53,9 @@ class GAN(keras.Model):
 
     def sample(self, seeds, batch_size=64):
         """Images [N, 128, 128, 1] in [-1, 1] for integer seeds, from the EMA generator when there is one, seen
-        through the config's scaling (`scaling.to_view`): sample grids, guard and metrics all look at these."""
+        through the config's scaling (the generators' `output_scaling`): sample grids, guard and metrics all look at these."""
         self.fresh_ema()
-        return scaling.to_view(sampling.generate(self.ema_generator or self.generator, seeds, batch_size), self.config.scaling)
+        return sampling.generate(self.ema_generator or self.generator, seeds, batch_size)
 
     def fresh_ema(self):
         """Re-estimate the EMA generator's BatchNorm statistics if training changed its weights since the

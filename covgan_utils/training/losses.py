@@ -35,14 +35,16 @@ def discriminator_loss(loss, d_real, d_fake, smoothing=0.0):
 
 def generator_loss(loss, d_fake, d_real=None):
     """Adversarial loss of the generator from the discriminator's logits [N, 1] on its samples (rpgan:
-    and on the real images they are paired with, `d_real` [N, 1]; without them, against a logit of 0)."""
+    and on the real images they are paired with, `d_real` [N, 1], which it needs)."""
     if loss == "bce":  # BCE against the 'real' label, on probabilities as the paper's Keras code
         p_fake = ops.sigmoid(d_fake)
         return ops.mean(ops.binary_crossentropy(ops.ones_like(p_fake), p_fake))
     if loss == "non-saturating":
         return ops.mean(ops.softplus(-d_fake))
     if loss == "rpgan":
-        return ops.mean(ops.softplus((0.0 if d_real is None else d_real) - d_fake))
+        if d_real is None:
+            raise ValueError("the rpgan generator loss pairs each sample with a real image: pass d_real, its logits [N, 1]")
+        return ops.mean(ops.softplus(d_real - d_fake))
     return -ops.mean(d_fake)  # hinge and wgan-gp
 
 
