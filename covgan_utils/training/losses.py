@@ -190,11 +190,10 @@ def gamma_scale(config, images):
     return scheduled(config, 1.0, config.gamma_end_ratio, images) if config.schedule_kimg else 1.0
 
 
+LOG_KEYS = ("d_loss", "g_loss", "d_acc_real", "d_acc_fake", "r_t", "augment_p")  # step_logs' keys, each a float32 scalar
+
+
 def step_logs(d_loss, g_loss, d_real, d_fake, r_t, p):
-    """The per-step numbers written to stats.jsonl (averaged per epoch)."""
-    return {
-        "d_loss": d_loss, "g_loss": g_loss,
-        "d_acc_real": ops.mean(ops.cast(d_real > 0, "float32")),
-        "d_acc_fake": ops.mean(ops.cast(d_fake < 0, "float32")),
-        "r_t": r_t, "augment_p": p,
-    }
+    """The per-step numbers written to stats.jsonl (averaged per epoch): LOG_KEYS, float32 scalars."""
+    values = (d_loss, g_loss, ops.mean(ops.cast(d_real > 0, "float32")), ops.mean(ops.cast(d_fake < 0, "float32")), r_t, p)
+    return {k: ops.cast(v, "float32") for k, v in zip(LOG_KEYS, values)}

@@ -132,12 +132,12 @@ class TFStep:
 
     def _run(self, data, order, d_start):
         tf = self.tf
-        first = self._one(take(data, order[0]), d_start)
+        zeros = {k: tf.zeros((), "float32") for k in losses.LOG_KEYS}  # the step is traced once, in the loop body
 
         def body(i, total):
             return i + 1, summed(total, self._one(take(data, order[i]), d_start + tf.cast(i, "int64")))
 
-        return tf.while_loop(lambda i, _: i < tf.shape(order)[0], body, (tf.constant(1), first))[1]
+        return tf.while_loop(lambda i, _: i < tf.shape(order)[0], body, (tf.constant(0), zeros))[1]
 
     def _one(self, batch, d_step):
         """One step inside `run`; lazy R1 branches on the discriminator step count."""
@@ -270,13 +270,13 @@ class JaxStep:
         return self._step(state, take(data, rows), r1_due)
 
     def _run(self, state, data, order, d_start):
-        state, first = self._one(state, take(data, order[0]), d_start)
+        zeros = {k: self.jax.numpy.zeros((), "float32") for k in losses.LOG_KEYS}  # the step is traced once, in the loop body
 
         def body(i, carry):
             state, logs = self._one(carry[0], take(data, order[i]), d_start + i)
             return state, summed(carry[1], logs)
 
-        return self.jax.lax.fori_loop(1, order.shape[0], body, (state, first))
+        return self.jax.lax.fori_loop(0, order.shape[0], body, (state, zeros))
 
     def _one(self, state, batch, d_step):
         """One step inside `run`; lazy R1 branches on the discriminator step count."""
