@@ -11,16 +11,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 if os.environ.get("KERAS_BACKEND") == "jax" and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-if keras.backend.backend() == "tensorflow":
-    import tensorflow as tf
-
-    # Grappler spends about 7 s optimising each new training graph (one per `train` call) and the tests'
-    # tiny models gain nothing from it at run time; training outside the tests keeps it.
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 from covgan_utils.data import decoding, sources  # noqa: E402
 
