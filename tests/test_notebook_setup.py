@@ -68,8 +68,9 @@ for line in (b"E0000 00:00:1796324983.740723   22986 meta_optimizer.cc:967] rema
              b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n",
              b"a line of our own\\n", b"F0000 00:00:1.5 7 check.cc:1] a fatal check\\n"):
     os.write(2, line)
+reader = next(t for t in threading.enumerate() if t.name == "covgan-native-log-filter")  # found while it runs
 os.dup2(original, 2)  # closes the filter's pipe: it drains and ends
-next(t for t in threading.enumerate() if t.name == "covgan-native-log-filter").join(10)
+reader.join(10)
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
