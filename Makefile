@@ -64,10 +64,18 @@ demo: install install-fid
 # The training path again under JAX (CPU): training, resume, losses, guard and sampling tests, and data-parallel
 # training on 2 virtual CPU devices (tests/conftest.py sets them).
 JAX_TESTS := tests/test_precision.py tests/test_step_loop.py tests/test_data_parallel.py tests/test_train.py tests/test_guard.py tests/test_sample.py tests/test_augment.py tests/test_families.py tests/test_inversion.py tests/test_runs.py tests/test_r3gan.py
+JAX_LOG := .jax-tests.log
+JAX_TMP := $(or $(TMPDIR),/tmp)/covgan-pytest-jax
 
+# The TensorFlow suite and the JAX pass run side by side: most of their time is single-threaded tracing and
+# compilation, so on two cores they overlap. The JAX pass has its own temporary folder; its output is kept in
+# $(JAX_LOG) and printed when both have ended; either failing fails `make test`.
 test: install install-fid
-	COVGAN_SMOKE=1 $(PY) -m pytest -q tests
-	COVGAN_SMOKE=1 KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider $(JAX_TESTS)
+	@COVGAN_SMOKE=1 KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider --basetemp=$(JAX_TMP) $(JAX_TESTS) > $(JAX_LOG) 2>&1 & jax=$$!; \
+	echo "TensorFlow suite (the JAX pass runs beside it, output in $(JAX_LOG))"; \
+	COVGAN_SMOKE=1 $(PY) -m pytest -q tests; tf=$$?; \
+	wait $$jax; jx=$$?; echo "JAX pass ($(JAX_TESTS)):"; cat $(JAX_LOG); \
+	if [ $$tf -ne 0 ] || [ $$jx -ne 0 ]; then echo "make test: TensorFlow suite exit $$tf, JAX pass exit $$jx"; exit 1; fi
 	COVGAN_SMOKE=1 $(PY) -m pytest -q --nbval-lax -p no:cacheprovider notebooks
 
 strip:

@@ -47,6 +47,7 @@ class Config:
     w_dim: int = F(128, fields.Int(1, 4096))  # style: width of the intermediate latent w
     mapping_layers: int = F(4, fields.Int(1, 16))  # style: dense layers of the mapping network
     mbstd_group: int = F(4, fields.Int(1, 1024))  # style: minibatch standard deviation group of the residual discriminator
+    d_equalized: bool = F(False, fields.Bool())  # style: the residual discriminator with equalised learning rate (StyleGAN2; its lr 0.0025 needs it)
     blocks_per_stage: int = F(2, fields.Int(1, 16))  # r3gan: residual blocks per resolution (G and D)
     expansion: int = F(2, fields.Int(1, 16))  # r3gan: channels of a residual block's grouped 3x3 convolution, a multiple of its width
     group_width: int = F(16, WIDTH)  # r3gan: channels per group of that convolution (width * expansion must be a multiple)
@@ -212,13 +213,15 @@ PRESETS["r3gan-gpu"] = R3GAN.replace(
     preset="r3gan-gpu", g_widths=(512, 512, 256, 128, 64, 32), d_widths=(32, 64, 128, 256, 512, 512), blocks_per_stage=2, group_width=16, batch_size=64,
     r1_gamma=8.0, r2_gamma=8.0, ema_kimg=20.0, schedule_kimg=2240.0, epochs=5000, sample_every=100, checkpoint_every=100, metrics_every=100,
 )
-# StyleGAN2-ADA's own recipe (its "auto" config at 128x128) on the style family at `style`'s widths: lr 0.0025 for G and D,
-# Adam (0, 0.99), R1 gamma 0.0002 * 128^2 / 32, lazy every 16 with its lr / beta correction, 2 mapping layers (lr multiplier
-# 0.01, in nets.stylegan), EMA half-life 10 kimg with ramp-up 0.05, the full ADA pipeline with target 0.6. ADA moves p by 1
-# in 100 kimg here (ADA's 500 would cap p at 0.38 in the 192 kimg of a 400-epoch CPU run).
+# StyleGAN2-ADA's own recipe (its "auto" config at 128x128) on the style family at `style`'s widths: lr 0.0025 for G and D, Adam
+# (0, 0.99), R1 gamma 0.0002 * 128^2 / 32, lazy every 16 with its lr / beta correction, 2 mapping layers (lr multiplier 0.01, in
+# nets.stylegan), the discriminator with equalised learning rate as StyleGAN2's (with He-initialised layers lr 0.0025 moves its
+# weights 10-50x as fast relative to their scale, and it diverged within 3 epochs), EMA half-life 10 kimg with ramp-up 0.05, the
+# full ADA pipeline with target 0.6. ADA moves p by 1 in 100 kimg here (ADA's 500 would cap p at 0.38 in the 192 kimg of a
+# 400-epoch CPU run).
 STYLE_ADA = PRESETS["style"].replace(
     preset="style-ada", mapping_layers=2, lr_g=0.0025, lr_d=0.0025, beta_1=0.0, beta_2=0.99, r1_gamma=0.0002 * 128**2 / 32, r1_every=16,
-    lazy_correction=True, ema_decay=0.0, ema_kimg=10.0, ema_rampup=0.05, augment="ada", ada_target=0.6, ada_kimg=100.0,
+    lazy_correction=True, ema_decay=0.0, ema_kimg=10.0, ema_rampup=0.05, augment="ada", ada_target=0.6, ada_kimg=100.0, d_equalized=True,
 )
 PRESETS["style-ada"] = STYLE_ADA
 # GPU: StyleGAN2-ADA's widths for 128x128 halved (256 at 4..32, 128 at 64, 64 at 128; D mirrored), its 512-wide latent and w,

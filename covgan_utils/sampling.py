@@ -94,8 +94,8 @@ def blended_class(generator, label_a, label_b, t):
 
 def generate_from_noise(generator, z, batch_size=64, label=None, truncation=1.0):
     """Run the generator on noise [N, latent] -> images [N, 128, 128, 1] in [-1, 1] (seen through the
-    generator's `output_scaling`, then clipped: the style family's output is linear). `label`: class index for conditional generators; `truncation` psi < 1
-    pulls the style family's w towards its average (truncation trick)."""
+    generator's `output_scaling`, then clipped: the style family's output is linear). `label`: class index for
+    conditional generators; `truncation` psi < 1 pulls the style family's w towards its average (truncation trick)."""
     labels = labels_for(generator, len(z), label)
     if truncation != 1.0:
         if "mapping" not in {layer.name for layer in generator.layers}:

@@ -7,7 +7,7 @@ import pytest
 
 from covgan_utils import config
 from covgan_utils.training import gan as gan_lib
-from covgan_utils.training import loop, losses
+from covgan_utils.training import loop, losses, steps
 
 # every part of the step that draws randomness or branches: augmentation with ADA, lazy R1, EMA, 2 G steps
 FULL = {"augment": "translation,cutout", "ada_target": 0.6, "ema_decay": 0.9, "r1_gamma": 1.0, "r1_every": 2, "loss": "non-saturating", "g_steps": 2}
@@ -180,3 +180,12 @@ def test_ema_statistics_are_refreshed_when_read_not_every_epoch(blob_images, tmp
     first = gan.sample(range(4))  # sampling refreshes first, too
     assert not gan.ema_stale
     np.testing.assert_allclose(gan.sample(range(4)), first, atol=1e-6)
+
+
+def test_epoch_totals_add_the_step_logs_key_by_key_and_refuse_other_keys():
+    total = {k: 1.0 for k in losses.LOG_KEYS}
+    assert steps.summed(total, {k: 2.0 for k in losses.LOG_KEYS}) == {k: 3.0 for k in losses.LOG_KEYS}
+    with pytest.raises(KeyError, match="LOG_KEYS"):
+        steps.summed(total, {**total, "extra": 1.0})  # a new log would otherwise vanish from stats.jsonl silently
+    with pytest.raises(KeyError, match="do not match"):
+        steps.summed(total, {"d_loss": 1.0})

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from covgan_utils.nets import layers, stylegan
+from covgan_utils import config as config_lib
+from covgan_utils.nets import families, layers, stylegan
 
 G_WIDTHS = (8, 8, 8, 4, 4, 4)
 D_WIDTHS = (4, 4, 8, 8, 8, 8)
@@ -288,8 +289,8 @@ def test_weights_round_trip_into_a_fresh_build(g, d):
 
 def test_custom_layers_serialise():
     for layer in (
-        layers.ModulatedConv2D(4, 1, demodulate=False, w_index=3), layers.MinibatchStdDev(2), layers.EqualizedDense(5, lr_mul=0.01),
-        layers.ConstantInput(6), layers.Normalize2ndMoment(), layers.ScaledLeakyReLU(0.1),
+        layers.ModulatedConv2D(4, 1, demodulate=False, w_index=3), layers.MinibatchStdDev(2), layers.EqualizedDense(5, lr_mul=0.01, gain=2.0),
+        layers.EqualizedConv2D(3, 3, gain=2.0**0.5, use_bias=False), layers.ConstantInput(6), layers.Normalize2ndMoment(), layers.ScaledLeakyReLU(0.1),
     ):
         config = keras.saving.serialize_keras_object(layer)
         assert config["registered_name"].startswith("covgan>")
@@ -301,3 +302,26 @@ def test_custom_layers_serialise():
     clone = keras.models.model_from_json(gen.to_json())
     clone.set_weights(gen.get_weights())
     np.testing.assert_array_equal(run(clone, [z, labels(0, 1)]), run(gen, [z, labels(0, 1)]))
+
+
+def test_equalized_conv_is_a_convolution_with_the_kernel_scaled_at_run_time():
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
+    layer = layers.EqualizedConv2D(4, 3, gain=2.0**0.5)
+    y = run(layer, x)
+    plain = keras.layers.Conv2D(4, 3, padding="same")
+    plain.build(x.shape)
+    bias = np.random.default_rng(1).normal(size=(4,)).astype("float32")
+    layer.bias.assign(bias)
+    plain.set_weights([ops.convert_to_numpy(layer.kernel) * 2.0**0.5 / (3 * 3 * 3) ** 0.5, bias])
+    np.testing.assert_allclose(run(layer, x), run(plain, x), rtol=1e-5, atol=1e-5)
+    stored = ops.convert_to_numpy(layer.kernel)
+    assert y.shape == (2, 6, 6, 4) and 0.7 < stored.std() < 1.3  # stored N(0, 1): Adam's steps are relative to 1
+
+
+def test_the_style_ada_discriminator_has_equalised_learning_rate_and_style_does_not():
+    def kinds(preset):
+        cfg = config_lib.PRESETS[preset].replace(d_widths=(4, 4, 8, 8, 8, 8), mbstd_group=2)
+        return {type(layer).__name__ for layer in families.discriminator_for(cfg).layers}
+
+    assert {"EqualizedConv2D", "EqualizedDense"} <= kinds("style-ada") and "Conv2D" not in kinds("style-ada")
+    assert "EqualizedConv2D" not in kinds("style") and "Conv2D" in kinds("style")

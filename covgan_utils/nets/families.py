@@ -43,7 +43,7 @@ def discriminator_for(config):
     """The discriminator a config describes (any family). fastgan's returns [logit, reconstructions...]."""
     k = class_count(config)
     if config.arch == "style":
-        return stylegan.build_residual_discriminator(config.d_widths, config.mbstd_group, k)
+        return stylegan.build_residual_discriminator(config.d_widths, config.mbstd_group, k, config.d_equalized)
     if config.arch == "fastgan":
         return fastgan.build_fastgan_discriminator(config.d_widths, k)
     if config.arch == "r3gan":

@@ -83,17 +83,17 @@ class ScaledLeakyReLU(keras.layers.Layer):
 class EqualizedDense(keras.layers.Layer):
     """Dense layer with equalised learning rate and a learning-rate multiplier (StyleGAN's mapping layers).
 
-    The stored kernel is N(0, 1 / lr_mul^2) and is scaled by lr_mul / sqrt(fan_in) at run time, the bias by
-    lr_mul, so an optimiser's steps on them act lr_mul times as strongly as on an ordinary layer.
+    The stored kernel is N(0, 1 / lr_mul^2) and is scaled by gain * lr_mul / sqrt(fan_in) at run time, the bias
+    by lr_mul, so an optimiser's steps on them act lr_mul times as strongly as on an ordinary layer.
     """
 
-    def __init__(self, units, lr_mul=1.0, **kwargs):
+    def __init__(self, units, lr_mul=1.0, gain=1.0, **kwargs):
         super().__init__(**kwargs)
-        self.units, self.lr_mul = int(units), float(lr_mul)
+        self.units, self.lr_mul, self.gain = int(units), float(lr_mul), float(gain)
 
     def build(self, input_shape):
         fan_in = int(input_shape[-1])
-        self.weight_gain = self.lr_mul / fan_in**0.5
+        self.weight_gain = self.gain * self.lr_mul / fan_in**0.5
         init = keras.initializers.RandomNormal(stddev=1.0 / self.lr_mul)
         self.kernel = self.add_weight(shape=(fan_in, self.units), initializer=init, name="kernel")  # [in, units]
         self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")  # [units]
@@ -106,7 +106,39 @@ class EqualizedDense(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "lr_mul": self.lr_mul}
+        return {**super().get_config(), "units": self.units, "lr_mul": self.lr_mul, "gain": self.gain}
+
+
+@keras.saving.register_keras_serializable(package="covgan")
+class EqualizedConv2D(keras.layers.Layer):
+    """Conv2D (stride 1, "same") with equalised learning rate (StyleGAN2's discriminator layers).
+
+    The stored kernel is N(0, 1) and is scaled by gain / sqrt(fan_in) at run time, so Adam's steps of size lr
+    move every layer's output by the same relative amount; StyleGAN2-ADA's lr 0.0025 assumes this. gain
+    sqrt(2) before a leaky ReLU matches He initialisation at the start.
+    """
+
+    def __init__(self, filters, kernel_size, gain=1.0, use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.gain, self.use_bias = int(filters), int(kernel_size), float(gain), bool(use_bias)
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        self.weight_gain = self.gain / (channels * self.kernel_size**2) ** 0.5
+        normal = keras.initializers.RandomNormal(stddev=1.0)
+        self.kernel = self.add_weight(shape=(self.kernel_size, self.kernel_size, channels, self.filters), initializer=normal, name="kernel")
+        self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias") if self.use_bias else None  # [C_out]
+
+    def call(self, x):
+        kernel = ops.cast(self.kernel, x.dtype) * self.weight_gain  # [k, k, C_in, C_out]
+        y = ops.conv(x, kernel, padding="same")  # [N, H, W, C_out]
+        return y + ops.cast(self.bias, x.dtype) if self.use_bias else y
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size, "gain": self.gain, "use_bias": self.use_bias}
 
 
 @keras.saving.register_keras_serializable(package="covgan")

@@ -12,8 +12,9 @@ for StyleGAN2's FIR up/down filters; the mapping network does not track w_avg du
 (`w_average` computes it on demand); no style mixing regularisation, path length regulariser, lazy
 regularisation or conv clamping here (the training loop owns losses and penalties); the toRGB layers
 take their own w instead of sharing the next block's; the discriminator uses ordinary He-initialised
-Keras Conv2D/Dense layers with leaky ReLU 0.2 (no equalised learning rate; He initialisation keeps the
-activations' scale as StyleGAN's sqrt(2) gain does), and its second 3x3 convolution runs after the
+Keras Conv2D/Dense layers with leaky ReLU 0.2 by default (He initialisation keeps the activations' scale
+as StyleGAN's sqrt(2) gain does; `equalized=True`, the `style-ada` recipe, uses StyleGAN2's equalised
+learning rate instead, which its lr 0.0025 assumes), and its second 3x3 convolution runs after the
 downsampling (as StyleGAN2's blur + stride-2 convolution).
 
 Conventions: the generator maps z [N, latent_dim] (and `label` int32 [N, 1] when conditional) to an
@@ -27,6 +28,7 @@ from keras import ops
 
 from covgan_utils.nets.layers import (
     ConstantInput,
+    EqualizedConv2D,
     EqualizedDense,
     MinibatchStdDev,
     ModulatedConv2D,
@@ -183,39 +185,52 @@ def truncated_images(generator, z, psi, labels=None, batch_size=64, w_avg=None):
     return np.concatenate(out) if out else np.zeros((0,) + IMAGE_SHAPE, np.float32)
 
 
-def _conv_act(x, width, kernel, name):
-    x = keras.layers.Conv2D(width, kernel, padding="same", kernel_initializer="he_normal", name=f"{name}_conv")(x)
+def _conv(width, kernel, equalized, name, gain=2.0**0.5, use_bias=True):
+    """A stride-1 "same" convolution: equalised learning rate (gain sqrt(2) before leaky ReLU) or He-initialised Keras."""
+    if equalized:
+        return EqualizedConv2D(width, kernel, gain=gain, use_bias=use_bias, name=name)
+    init = "he_normal" if use_bias else "glorot_uniform"
+    return keras.layers.Conv2D(width, kernel, padding="same", use_bias=use_bias, kernel_initializer=init, name=name)
+
+
+def _conv_act(x, width, kernel, name, equalized=False):
+    x = _conv(width, kernel, equalized, f"{name}_conv")(x)
     return keras.layers.LeakyReLU(0.2, name=f"{name}_act")(x)
 
 
-def _residual_block(x, width_in, width_out, name):
+def _residual_block(x, width_in, width_out, name, equalized=False):
     """[N, R, R, width_in] -> [N, R/2, R/2, width_out]: (conv3x3, pool, conv3x3) + (pool, conv1x1), / sqrt(2)."""
     skip = keras.layers.AveragePooling2D(2, name=f"{name}_skip_pool")(x)  # [N, R/2, R/2, width_in]
-    skip = keras.layers.Conv2D(width_out, 1, use_bias=False, name=f"{name}_skip")(skip)  # [N, R/2, R/2, width_out]
-    y = _conv_act(x, width_in, 3, f"{name}_conv0")  # [N, R, R, width_in]
+    skip = _conv(width_out, 1, equalized, f"{name}_skip", gain=1.0, use_bias=False)(skip)  # [N, R/2, R/2, width_out]
+    y = _conv_act(x, width_in, 3, f"{name}_conv0", equalized)  # [N, R, R, width_in]
     y = keras.layers.AveragePooling2D(2, name=f"{name}_pool")(y)  # [N, R/2, R/2, width_in]
-    y = _conv_act(y, width_out, 3, f"{name}_conv1")  # [N, R/2, R/2, width_out]
+    y = _conv_act(y, width_out, 3, f"{name}_conv1", equalized)  # [N, R/2, R/2, width_out]
     y = keras.layers.Add(name=f"{name}_sum")([y, skip])
     return keras.layers.Rescaling(0.5**0.5, name=f"{name}_out")(y)  # [N, R/2, R/2, width_out]
 
 
-def build_residual_discriminator(widths=D_WIDTHS, mbstd_group=4, num_classes=0, name="residual_discriminator"):
+def build_residual_discriminator(widths=D_WIDTHS, mbstd_group=4, num_classes=0, equalized=False, name="residual_discriminator"):
     """Image [N, 128, 128, 1] (inputs [image, label int32 [N, 1]] when num_classes > 0) -> logit [N, 1] float32.
 
-    widths: channels of fromRGB at 128x128, then after each residual block at 64, 32, 16, 8, 4.
+    widths: channels of fromRGB at 128x128, then after each residual block at 64, 32, 16, 8, 4. equalized: every
+    convolution and dense layer with StyleGAN2's equalised learning rate (its lr 0.0025 needs it), else He-initialised.
     """
     widths = _check_widths(widths, "the residual discriminator")
     _check_positive(mbstd_group=mbstd_group, num_classes=num_classes)
     image = keras.Input(IMAGE_SHAPE, name="image")  # [N, 128, 128, 1]
-    x = _conv_act(image, widths[0], 1, "from_rgb")  # [N, 128, 128, widths[0]]
+    x = _conv_act(image, widths[0], 1, "from_rgb", equalized)  # [N, 128, 128, widths[0]]
     for i in range(len(widths) - 1):
-        x = _residual_block(x, widths[i], widths[i + 1], f"b{RESOLUTIONS[-1 - i]}")  # [N, 64 / 2**i, 64 / 2**i, widths[i + 1]]
+        x = _residual_block(x, widths[i], widths[i + 1], f"b{RESOLUTIONS[-1 - i]}", equalized)  # [N, 64 / 2**i, 64 / 2**i, widths[i + 1]]
     x = MinibatchStdDev(mbstd_group, name="mbstd")(x)  # [N, 4, 4, widths[5] + 1]
-    x = _conv_act(x, widths[-1], 3, "b4")  # [N, 4, 4, widths[5]]
+    x = _conv_act(x, widths[-1], 3, "b4", equalized)  # [N, 4, 4, widths[5]]
     x = keras.layers.Flatten(name="flatten")(x)  # [N, 16 * widths[5]]
-    x = keras.layers.Dense(widths[-1], kernel_initializer="he_normal", name="b4_fc")(x)
+    if equalized:
+        x = EqualizedDense(widths[-1], gain=2.0**0.5, name="b4_fc")(x)
+    else:
+        x = keras.layers.Dense(widths[-1], kernel_initializer="he_normal", name="b4_fc")(x)
     x = keras.layers.LeakyReLU(0.2, name="b4_fc_act")(x)  # [N, widths[5]] penultimate features
-    logit = keras.layers.Dense(1, dtype="float32", name="logit")(x)  # [N, 1]
+    logit_layer = EqualizedDense(1, dtype="float32", name="logit") if equalized else keras.layers.Dense(1, dtype="float32", name="logit")
+    logit = logit_layer(x)  # [N, 1]
     if not num_classes:
         return keras.Model(image, logit, name=name)
     label = keras.Input((1,), dtype="int32", name="label")  # [N, 1]

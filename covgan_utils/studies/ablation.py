@@ -64,8 +64,8 @@ FAMILIES = {  # row name -> (preset, changes): the `best` training recipe on eve
 WATCH_ONLY = {"guard": True, "guard_watch": True}  # the guard records trips but stops no row: every row keeps its budget
 
 
-SELECTION_CPU = {  # row name -> (preset, changes): the GPU selection's candidates at CPU size (`selection.cpu_screen`)
-    name: (preset, {**changes, **WATCH_ONLY})
+SELECTION_CPU = {  # row name -> (preset, changes): the GPU selection's candidates at CPU size (`selection.cpu_screen`), in this
+    name: (preset, {**changes, **WATCH_ONLY, "precision": "auto"})  # machine's fast precision (bfloat16 where it has AMX / AVX512-BF16)
     for name, (preset, changes) in {
         "cpu lean": ("best", {}),
         "cpu lean rpgan": ("best", {"loss": "rpgan"}),

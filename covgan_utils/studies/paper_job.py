@@ -153,10 +153,9 @@ def pack_run(run_dir, tar_file, n_samples=500, strip_seeds=(0, 1), strip_steps=8
     """Write the samples, the interpolation strip, the last grid and the grid montage into `run_dir`, then
     PACKED files of it into one uncompressed `tar_file` (the PNGs and the .npz are compressed already)."""
     run_dir = pathlib.Path(run_dir)
-    scale = config_lib.Config.load(run_dir).scaling
     generator = runs_lib.load_generator(run_dir)  # shows its outputs through its scaling (`sampling`)
     images = sampling.generate(generator, range(n_samples))  # [N, 128, 128, 1] in [-1, 1]
-    save_samples(run_dir / "samples.npz", images, scale)
+    save_samples(run_dir / "samples.npz", images, generator.output_scaling)
     strip = sampling.interpolate(generator, *strip_seeds, steps=strip_steps)  # [K, 128, 128, 1]
     sampling.save_strip(strip, run_dir / "interpolation.png")
     grids = sorted(run_dir.glob("samples-*.png"))

@@ -147,7 +147,8 @@ def _checked_labels(config, images, labels):
 
 MODEL_FIELDS = (
     "arch", "latent_dim", "g_base_width", "g_widths", "d_widths", "upsample", "g_block_convs", "g_out_kernel", "spectral_norm",
-    "g_noise", "w_dim", "mapping_layers", "mbstd_group", "conditional", "classes", "blocks_per_stage", "expansion", "group_width",
+    "g_noise", "w_dim", "mapping_layers", "mbstd_group", "d_equalized", "conditional", "classes", "blocks_per_stage", "expansion",
+    "group_width",
 )
 
 

@@ -77,7 +77,9 @@ def take(data, index):
 
 
 def summed(total, logs):
-    """Per-step logs added into the running totals of an epoch."""
+    """Per-step logs added into the running totals of an epoch (the same keys: a log the totals lack is an error)."""
+    if set(logs) != set(total):
+        raise KeyError(f"step logs {sorted(logs)} do not match the epoch totals {sorted(total)} (losses.LOG_KEYS)")
     return {k: total[k] + logs[k] for k in total}
 
 
