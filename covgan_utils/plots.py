@@ -16,8 +16,6 @@ from covgan_utils.util.files import read_jsonl
 def plot_metric_curves(run_dir):
     """Figure with one panel per `metric-*.jsonl` file in `run_dir` (value against epoch; the best
     epoch from best.json is marked)."""
-    import matplotlib.pyplot as plt
-
     run_dir = pathlib.Path(run_dir)
     files = sorted(run_dir.glob("metric-*.jsonl"))
     best = json.loads((run_dir / "best.json").read_text()) if (run_dir / "best.json").is_file() else None
