@@ -140,3 +140,15 @@ def test_project_methods_and_the_class_walk_on_the_command_line(tmp_path, blob_i
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "invalid choice: 'nearest'" in err and "\n" not in err
+
+
+@tensorflow_only
+def test_projection_keeps_only_the_newest_compiled_losses():
+    projection._COMPILED.clear()
+    generators = [families.generator_for(config.get_preset("smoke", seed=s)) for s in range(projection.COMPILED_KEPT + 2)]
+    for g in generators:
+        projection._compiled(g, "z", None, None, None, None)
+    kept = [entry[0] for entry in projection._COMPILED.values()]
+    assert kept == generators[-projection.COMPILED_KEPT:]  # the oldest dropped first: a long session does not hold them all
+    projection._compiled(generators[-1], "z", None, None, None, None)
+    assert len(projection._COMPILED) == projection.COMPILED_KEPT  # a hit compiles nothing new

@@ -14,6 +14,7 @@ from covgan_utils import cli, config, runs
 from covgan_utils.cli import studies as cli_studies
 from covgan_utils.data import dataset
 from covgan_utils.studies import ablation, gpu_job, selection
+from covgan_utils.util import hardware
 
 
 def _numbers(kid, kid_std=0.002, ms_ssim=0.32, real=0.30, blank=0.0, trained=True):
@@ -95,7 +96,7 @@ def test_the_plan_end_to_end_on_cpu(tmp_path, capsys):
         assert {z[k].dtype for k in z.files if z[k].dtype.kind == "f"} == {np.dtype(np.float16)}
     assert runs.load_release(out).name  # loads
     job = json.loads((out / "job.json").read_text())
-    assert job["leader"] == leader and set(job["images_seen"]) == set(names) and job["precision"][leader] == "float32"
+    assert job["leader"] == leader and set(job["images_seen"]) == set(names) and job["precision"][leader] == hardware.fast_precision()
     assert [s["name"] for s in job["stages"]] == ["stage 1", "stage 2"] and job["left_behind"] == []
     other = next(n for n in names if n != leader)
     assert f"generators/{ablation.slug(other)}/generator.npz" in job["packed"] and f"samples/{ablation.slug(leader)}-final.npz" in job["packed"]

@@ -91,13 +91,17 @@ def loss_fn(decode, space, features=None, weights=None):
 
 
 _COMPILED = {}  # (generator, space, label, features, weights) -> (value_and_grad, per-image loss): one trace per batch shape
+COMPILED_KEPT = 4  # the newest compiled losses kept: a long session projecting with many generators does not hold them all
 
 
 def _compiled(generator, space, labels, label, feature_model, weights):
     key = (id(generator), space, label, None if labels is None else len(labels), id(feature_model), tuple(sorted((weights or {}).items())))
     if key not in _COMPILED or _COMPILED[key][0] is not generator:
         per_image = loss_fn(decoder(generator, space, labels), space, feature_model, weights)
+        _COMPILED.pop(key, None)
         _COMPILED[key] = (generator, backend.value_and_grad(lambda x, t: ops.sum(per_image(x, t))), backend.jit_numpy(per_image))
+        while len(_COMPILED) > COMPILED_KEPT:
+            del _COMPILED[next(iter(_COMPILED))]  # the oldest (dicts keep insertion order)
     return _COMPILED[key][1:]
 
 

@@ -156,9 +156,10 @@ def check_candidates(names, candidates=None):
 
 
 def candidate_config(name, row, minutes, seed=0):
-    """Config of one candidate for `minutes` of wall time: its preset + changes, the guard watching, domain metrics."""
+    """Config of one candidate for `minutes` of wall time: its preset + changes, the guard watching, domain metrics,
+    the machine's fast precision (`hardware.fast_precision`: bfloat16 on an H100 / H200 and on CPUs with bfloat16 units)."""
     preset, changes = row
-    return config_lib.get_preset(preset, **changes).replace(
+    return config_lib.get_preset(preset, **{"precision": "auto", **changes}).replace(
         **WATCH, preset=f"select-{ablation.slug(name)}", seed=seed, epochs=1_000_000, time_budget_minutes=float(minutes),
         metrics_features="domain", keep_checkpoints=2,
     )
