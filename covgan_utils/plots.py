@@ -46,6 +46,31 @@ def plot_metric_curves(run_dir):
     return fig
 
 
+def metric_table(run_dir):
+    """Markdown table of the metrics written during training: one line per scored epoch with the images seen,
+    the training minutes so far (stats.jsonl), each `metric-<name>.jsonl` value (+- its std where logged) and
+    the guard trips recorded up to that epoch (guard.jsonl). Empty when the run logged no metrics."""
+    run_dir = pathlib.Path(run_dir)
+    metrics = {f.stem[len("metric-"):]: {r["epoch"]: r for r in read_jsonl(f)} for f in sorted(run_dir.glob("metric-*.jsonl"))}
+    if not metrics:
+        return ""
+    seen, minutes, total = {}, {}, 0.0
+    for row in read_jsonl(run_dir / "stats.jsonl") if (run_dir / "stats.jsonl").is_file() else []:
+        total += row.get("seconds", 0.0)
+        seen[row["epoch"]], minutes[row["epoch"]] = row.get("images_seen"), total / 60.0  # a rolled-back epoch: its last pass
+    trips = [r["epoch"] for r in read_jsonl(run_dir / "guard.jsonl")] if (run_dir / "guard.jsonl").is_file() else []
+    header = ["epoch", "images seen", "training min"] + list(metrics) + ["guard trips so far"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for epoch in sorted(set().union(*metrics.values())):
+        cells = [str(epoch), str(seen.get(epoch, "")), f"{minutes[epoch]:.1f}" if epoch in minutes else ""]
+        for records in metrics.values():
+            r = records.get(epoch)
+            cells.append("" if r is None else f"{r['value']:.4g}" + (f" ± {r['std']:.2g}" if "std" in r else ""))
+        cells.append(str(sum(t <= epoch for t in trips)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _stats(run_dir):
     rows = read_jsonl(pathlib.Path(run_dir) / "stats.jsonl")
     if not rows:
@@ -104,7 +129,8 @@ def plot_real_vs_generated(real, generated, n=16):
 
 
 def plot_run(run_dir, real=None, n=16):
-    """Write losses.png, accuracy.png, real_vs_generated.png (and metrics.png when metric logs exist) into the run folder."""
+    """Write losses.png, accuracy.png, real_vs_generated.png (and metrics.png and metrics.md, `metric_table`, when
+    metric logs exist) into the run folder."""
     run_dir = pathlib.Path(run_dir)
     written = []
     for name, fig in (("losses.png", plot_losses(run_dir)), ("accuracy.png", plot_accuracy(run_dir))):
@@ -123,5 +149,6 @@ def plot_run(run_dir, real=None, n=16):
         fig = plot_metric_curves(run_dir)
         fig.savefig(run_dir / "metrics.png", dpi=120)
         plt.close(fig)
-        written.append(run_dir / "metrics.png")
+        (run_dir / "metrics.md").write_text(metric_table(run_dir) + "\n")
+        written += [run_dir / "metrics.png", run_dir / "metrics.md"]
     return written

@@ -199,6 +199,16 @@ def test_metrics_callback_writes_jsonl_and_best(tmp_path, sets):
         assert (tmp_path / f"metric-{name}.jsonl").is_file()
     fig = plots.plot_metric_curves(tmp_path)
     assert len([ax for ax in fig.axes if ax.has_data()]) == len(callbacks.CHEAP_METRICS)
+    stats = [{"epoch": e, "seconds": 30.0, "images_seen": 40 * e} for e in (1, 2, 3, 2, 3, 4)]  # 3 -> 2: a guard rollback
+    (tmp_path / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stats))
+    (tmp_path / "guard.jsonl").write_text(json.dumps({"epoch": 3, "action": "recorded"}) + "\n")
+    lines = plots.metric_table(tmp_path).splitlines()
+    assert lines[0].startswith("| epoch | images seen | training min | ") and lines[0].endswith(" | guard trips so far |")
+    kid_col = lines[0].split(" | ").index("kid")
+    rows = [line.strip("| ").split(" | ") for line in lines[2:]]
+    assert [r[:3] for r in rows] == [["2", "80", "2.0"], ["4", "160", "3.0"]]  # the last pass of an epoch counts
+    assert rows[0][kid_col] == f"{kid[0]['value']:.4g} ± {kid[0]['std']:.2g}" and [r[-1] for r in rows] == ["0", "1"]
+    assert plots.metric_table(tmp_path / "nowhere") == ""
 
 
 def test_metrics_callback_generator_fallback(tmp_path, sets):

@@ -57,5 +57,9 @@ def cmd_interpolate(args):
 def cmd_plot(args):
     from covgan_utils import plots, runs
 
-    for path in plots.plot_run(runs.resolve_run(args.run)):
+    run_dir = runs.resolve_run(args.run)
+    for path in plots.plot_run(run_dir):
         print(path)
+    table = plots.metric_table(run_dir)
+    if table:
+        print(f"\nmetrics written during training ({run_dir / 'metrics.md'}):\n{table}")
