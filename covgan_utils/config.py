@@ -216,9 +216,9 @@ PRESETS["r3gan-gpu"] = R3GAN.replace(
 # StyleGAN2-ADA's own recipe (its "auto" config at 128x128) on the style family at `style`'s widths: lr 0.0025 for G and D, Adam
 # (0, 0.99), R1 gamma 0.0002 * 128^2 / 32, lazy every 16 with its lr / beta correction, 2 mapping layers (lr multiplier 0.01, in
 # nets.stylegan), the discriminator with equalised learning rate as StyleGAN2's (with He-initialised layers lr 0.0025 moves its
-# weights 10-50x as fast relative to their scale, and it diverged within 3 epochs), EMA half-life 10 kimg with ramp-up 0.05, the
-# full ADA pipeline with target 0.6. ADA moves p by 1 in 100 kimg here (ADA's 500 would cap p at 0.38 in the 192 kimg of a
-# 400-epoch CPU run).
+# weights sqrt(fan_in / 2) = 8-32x as fast relative to their scale, and it diverged within 3 epochs), EMA half-life 10 kimg with
+# ramp-up 0.05, the full ADA pipeline with target 0.6. ADA moves p by 1 in 100 kimg here (ADA's 500 would cap p at 0.38 in the
+# 192 kimg of a 400-epoch CPU run).
 STYLE_ADA = PRESETS["style"].replace(
     preset="style-ada", mapping_layers=2, lr_g=0.0025, lr_d=0.0025, beta_1=0.0, beta_2=0.99, r1_gamma=0.0002 * 128**2 / 32, r1_every=16,
     lazy_correction=True, ema_decay=0.0, ema_kimg=10.0, ema_rampup=0.05, augment="ada", ada_target=0.6, ada_kimg=100.0, d_equalized=True,
