@@ -48,6 +48,9 @@ def test_the_rule_excludes_blank_and_collapsed_runs_and_breaks_ties_by_diversity
 
 def test_candidates_and_plan_are_checked_before_anything_runs():
     assert {"gpu", "r3gan-gpu", "style-ada-gpu"} <= set(selection.CANDIDATES)
+    planned, _ = selection.check_plan(None, 8.5)  # the default plan: the candidates the CPU screen kept
+    assert list(planned) == selection.DEFAULT_CANDIDATES and "r3gan-gpu" not in planned and "style-ada-gpu" in planned
+    assert set(selection.SCREENED_OUT) <= set(selection.CANDIDATES)
     assert ("gpu rpgan" in selection.CANDIDATES) == ("rpgan" in config.LOSSES)
     with pytest.raises(ValueError, match="unknown candidate.*nope"):
         selection.check_candidates(["smoke", "nope"])

@@ -78,7 +78,8 @@ def add_select_commands(subparsers):
     p.add_argument("--out", required=True, help="new or empty output folder: at most 8 files under 16 MB")
     p.add_argument("--minutes", type=positive_float, required=True, help="wall-clock minutes of the whole call (stages, scoring, outputs)")
     p.add_argument("--stage1-minutes", type=positive_float, help="training minutes of each candidate in stage 1 (default 45%% of --minutes)")
-    p.add_argument("--candidates", nargs="+", metavar="NAME", help="candidates (default: the GPU-size ones; smoke smoke-style smoke-fastgan rehearse on a CPU)")
+    p.add_argument("--candidates", nargs="+", metavar="NAME", help="candidates (default: the GPU-size ones the CPU screen kept, selection.DEFAULT_CANDIDATES; r3gan-gpu "
+                   "by name; smoke smoke-style smoke-fastgan rehearse on a CPU)")
     p.add_argument("--n-samples", type=whole(8), default=500, help="samples per candidate, scored and brought back as uint8 (default 500)")
     p.add_argument("--reserve-minutes", type=positive_float, default=1.0, help="minutes kept for scoring and the outputs after stage 2 (default 1)")
     p.add_argument("--stage2-minutes", type=positive_float, help="at most this many minutes for stage 2 (default: all that is left)")
