@@ -235,6 +235,16 @@ def test_results_inception_table_and_baselines():
             assert_cell(cells[key], prc(report, key), f"{name} {label} {key}")
 
 
+def test_results_style_ada_cpu_row_is_its_inception_report():
+    name, report = "docs/RESULTS.md", _report("inception-style-ada-cpu-e194.json")["generated"]
+    cells = row(table_with(name, "run (Inception features, 112 samples)", "copies (pixels)"), "`style-ada`, 50 CPU minutes", name)
+    assert_cell(cells["KID"], kid(report, True), f"{name} style-ada KID")
+    assert_cell(cells["FID"], [report["fid"]["value"]], f"{name} style-ada FID")
+    for key in ("precision", "recall", "coverage"):
+        assert_cell(cells[key], prc(report, key), f"{name} style-ada {key}")
+    assert cells["copies (pixels)"] == _pct(report["memorisation"]["pixels"]["copy_fraction"])
+
+
 def test_results_long_run_table_quotes_the_checkpoint_reports():
     name = "docs/RESULTS.md"
     header, rows = table_with(name, "epoch", "`best` KID", "2x-wide KID")
