@@ -185,12 +185,18 @@ def truncated_images(generator, z, psi, labels=None, batch_size=64, w_avg=None):
     return np.concatenate(out) if out else np.zeros((0,) + IMAGE_SHAPE, np.float32)
 
 
-def _conv(width, kernel, equalized, name, gain=2.0**0.5, use_bias=True):
-    """A stride-1 "same" convolution: equalised learning rate (gain sqrt(2) before leaky ReLU) or He-initialised Keras."""
+def _conv(width, kernel, equalized, name, gain=2.0**0.5, use_bias=True, init="he_normal"):
+    """A stride-1 "same" convolution: equalised learning rate (gain sqrt(2) before leaky ReLU) or a Keras Conv2D."""
     if equalized:
         return EqualizedConv2D(width, kernel, gain=gain, use_bias=use_bias, name=name)
-    init = "he_normal" if use_bias else "glorot_uniform"
     return keras.layers.Conv2D(width, kernel, padding="same", use_bias=use_bias, kernel_initializer=init, name=name)
+
+
+def _dense(units, equalized, name, gain=1.0, init="glorot_uniform", dtype=None):
+    """A dense layer: equalised learning rate or a Keras Dense."""
+    if equalized:
+        return EqualizedDense(units, gain=gain, name=name, dtype=dtype)
+    return keras.layers.Dense(units, kernel_initializer=init, name=name, dtype=dtype)
 
 
 def _conv_act(x, width, kernel, name, equalized=False):
@@ -201,7 +207,7 @@ def _conv_act(x, width, kernel, name, equalized=False):
 def _residual_block(x, width_in, width_out, name, equalized=False):
     """[N, R, R, width_in] -> [N, R/2, R/2, width_out]: (conv3x3, pool, conv3x3) + (pool, conv1x1), / sqrt(2)."""
     skip = keras.layers.AveragePooling2D(2, name=f"{name}_skip_pool")(x)  # [N, R/2, R/2, width_in]
-    skip = _conv(width_out, 1, equalized, f"{name}_skip", gain=1.0, use_bias=False)(skip)  # [N, R/2, R/2, width_out]
+    skip = _conv(width_out, 1, equalized, f"{name}_skip", gain=1.0, use_bias=False, init="glorot_uniform")(skip)  # [N, R/2, R/2, width_out]
     y = _conv_act(x, width_in, 3, f"{name}_conv0", equalized)  # [N, R, R, width_in]
     y = keras.layers.AveragePooling2D(2, name=f"{name}_pool")(y)  # [N, R/2, R/2, width_in]
     y = _conv_act(y, width_out, 3, f"{name}_conv1", equalized)  # [N, R/2, R/2, width_out]
@@ -224,13 +230,9 @@ def build_residual_discriminator(widths=D_WIDTHS, mbstd_group=4, num_classes=0, 
     x = MinibatchStdDev(mbstd_group, name="mbstd")(x)  # [N, 4, 4, widths[5] + 1]
     x = _conv_act(x, widths[-1], 3, "b4", equalized)  # [N, 4, 4, widths[5]]
     x = keras.layers.Flatten(name="flatten")(x)  # [N, 16 * widths[5]]
-    if equalized:
-        x = EqualizedDense(widths[-1], gain=2.0**0.5, name="b4_fc")(x)
-    else:
-        x = keras.layers.Dense(widths[-1], kernel_initializer="he_normal", name="b4_fc")(x)
+    x = _dense(widths[-1], equalized, "b4_fc", gain=2.0**0.5, init="he_normal")(x)
     x = keras.layers.LeakyReLU(0.2, name="b4_fc_act")(x)  # [N, widths[5]] penultimate features
-    logit_layer = EqualizedDense(1, dtype="float32", name="logit") if equalized else keras.layers.Dense(1, dtype="float32", name="logit")
-    logit = logit_layer(x)  # [N, 1]
+    logit = _dense(1, equalized, "logit", dtype="float32")(x)  # [N, 1]
     if not num_classes:
         return keras.Model(image, logit, name=name)
     label = keras.Input((1,), dtype="int32", name="label")  # [N, 1]
